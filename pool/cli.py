@@ -1,2 +1,333 @@
-def main() -> None:
-    raise SystemExit("not yet")
+"""The `switchyard` command: run the gateway and manage its accounts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import config as config_file
+from .accounts import KINDS, Account, AccountStore, StoreError, new_id
+from .config import Config, ConfigError
+from .google import GoogleError
+from .paths import Home, home
+from .pool import Pool
+from .state import ACCOUNT_SCOPE, AccountState, StateFile
+
+ROUTER = Path(__file__).resolve().parent.parent / "addons" / "router.py"
+
+
+class CliError(Exception):
+    pass
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, where: Home) -> int:
+    config = _config(where)
+    config_file.check_startable(config)
+    tool = "mitmweb" if args.web else "mitmdump"
+    binary = shutil.which(tool, path=str(Path(sys.executable).parent)) or shutil.which(tool)
+    if binary is None:
+        raise CliError(f"{tool} is not installed in this environment")
+    argv = [
+        binary,
+        "--mode", config_file.reverse_mode(config),
+        "--set", "connection_strategy=lazy",
+        "-s", str(ROUTER),
+        *args.mitmproxy_args,
+    ]
+    os.execv(binary, argv)
+    return 0  # not reached
+
+
+# --- accounts ----------------------------------------------------------------------------------
+
+
+def cmd_add_google(args: argparse.Namespace, where: Home) -> int:
+    token = args.refresh_token.strip()
+    if not token:
+        raise CliError("--refresh-token must not be empty")
+    account = Account(
+        id=new_id(), kind="google", secret=token, email=args.email, project=args.project, label=args.label or ""
+    )
+    AccountStore(where.accounts_file).add(account)
+    print(f"added google account {account.id} ({account.name})")
+    return 0
+
+
+def cmd_add_key(args: argparse.Namespace, where: Home) -> int:
+    key = args.api_key.strip()
+    if not key:
+        raise CliError("--api-key must not be empty")
+    base_url = args.base_url.rstrip("/") if args.base_url else None
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise CliError(f"--base-url {args.base_url!r} is not an http(s) URL")
+    models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    account = Account(
+        id=new_id(), kind=args.kind, secret=key, base_url=base_url, models=models,
+        priority=args.priority, label=args.label or "",
+    )
+    AccountStore(where.accounts_file).add(account)
+    print(f"added {args.kind} account {account.id} ({account.name}, key {account.public()['secret']})")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, where: Home) -> int:
+    try:
+        text = Path(args.file).read_text()
+    except OSError as e:
+        raise CliError(f"cannot read {args.file}: {e.strerror}") from None
+    entries = _import_entries(text)
+    if not entries:
+        raise CliError(f"{args.file}: no refresh tokens found")
+    store = AccountStore(where.accounts_file)
+    added = skipped = 0
+
+    def change(accounts: list[Account]) -> None:
+        nonlocal added, skipped
+        known = {a.secret for a in accounts if a.kind == "google"}
+        for token, email in entries:
+            if token in known:
+                skipped += 1
+                continue
+            accounts.append(Account(id=new_id(), kind="google", secret=token, email=email))
+            known.add(token)
+            added += 1
+
+    store.update(change)
+    print(f"imported {added} google account{'s' if added != 1 else ''}" + (f", {skipped} already present" if skipped else ""))
+    return 0
+
+
+def _import_entries(text: str) -> list[tuple[str, str | None]]:
+    """An Antigravity-Manager export (`{"accounts": [{"email", "refresh_token"}]}`, or a bare
+    list of those), or one refresh token per line."""
+    stripped = text.strip()
+    if stripped.startswith(("{", "[")):
+        try:
+            data = json.loads(stripped)
+        except ValueError as e:
+            raise CliError(f"not valid JSON: {e}") from None
+        items = data.get("accounts", []) if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise CliError('expected {"accounts": [...]}')
+        entries = []
+        for i, item in enumerate(items):
+            token = item.get("refresh_token") or item.get("refreshToken") if isinstance(item, dict) else None
+            if not isinstance(token, str) or not token.strip():
+                raise CliError(f"accounts[{i}] has no refresh_token")
+            email = item.get("email")
+            entries.append((token.strip(), email if isinstance(email, str) else None))
+        return entries
+    return [(line.strip(), None) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def cmd_list(args: argparse.Namespace, where: Home) -> int:
+    accounts = AccountStore(where.accounts_file).load()
+    state = StateFile(where.state_file).load()
+    now = time.time()
+    rows = [_describe(a, state.of(a.id), now) for a in accounts]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no accounts yet: add one with `switchyard accounts add-google` or `add-key`")
+        return 0
+    print(_table(rows, now))
+    return 0
+
+
+def _describe(account: Account, state: AccountState, now: float) -> dict[str, Any]:
+    data = account.public()
+    cooldowns = {k: cd for k, cd in state.cooldowns.items() if cd.until > now}
+    account_cd = cooldowns.get(ACCOUNT_SCOPE)
+    data.update(
+        project=account.project or state.project,
+        cooldown_until=account_cd.until if account_cd else None,
+        cooldowns={k: {"until": cd.until, "error_class": cd.error_class, "message": cd.message} for k, cd in cooldowns.items()},
+        last_error=state.last_error.model_dump() if state.last_error else None,
+        validation_url=state.validation_url,
+        quota={m: q.model_dump() for m, q in sorted(state.quota.items())},
+        quota_fetched_at=state.quota_fetched_at or None,
+    )
+    return data
+
+
+def _clock(ts: float, now: float) -> str:
+    fmt = "%H:%M" if ts - now < 86400 else "%Y-%m-%d %H:%M"
+    return time.strftime(fmt, time.localtime(ts))
+
+
+def _status(row: dict[str, Any], now: float) -> str:
+    if not row["enabled"]:
+        return "disabled" + (f": {row['disabled_reason']}" if row.get("disabled_reason") else "")
+    cooling = row["cooldowns"]
+    if ACCOUNT_SCOPE in cooling:
+        cd = cooling[ACCOUNT_SCOPE]
+        text = f"cooling until {_clock(cd['until'], now)} ({cd['error_class']})"
+        if row.get("validation_url") and cd["error_class"] == "validation_required":
+            text += f" verify at {row['validation_url']}"
+        return text
+    if cooling:
+        return "ready; cooling: " + ", ".join(f"{m} until {_clock(cd['until'], now)} ({cd['error_class']})" for m, cd in cooling.items())
+    return "ready"
+
+
+def _table(rows: list[dict[str, Any]], now: float) -> str:
+    lines = []
+    header = ("ID", "KIND", "NAME", "PRI", "MODELS", "STATUS")
+    table = [header]
+    for row in rows:
+        name = row["label"] or row["email"] or "-"
+        models = ",".join(row["models"]) or "(default)"
+        table.append((row["id"], row["kind"], name, str(row["priority"]), models, _status(row, now)))
+    widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
+    for r in table:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1])
+    for row in rows:
+        extra = []
+        if row["quota"]:
+            quota = []
+            for model, q in row["quota"].items():
+                left = "?" if q["remaining"] is None else f"{q['remaining'] * 100:.0f}%"
+                reset = f" (resets {_clock(q['reset_at'], now)})" if q.get("reset_at") and (q["remaining"] or 0) < 1 else ""
+                quota.append(f"{model} {left}{reset}")
+            extra.append("quota: " + ", ".join(quota))
+        if row["last_error"]:
+            err = row["last_error"]
+            extra.append(f"last error {_clock(err['at'], now)}: {err['error_class']}: {err['message'][:120]}")
+        if extra:
+            lines.append(f"{row['id']}:")
+            lines.extend("    " + e for e in extra)
+    return "\n".join(lines)
+
+
+def cmd_remove(args: argparse.Namespace, where: Home) -> int:
+    AccountStore(where.accounts_file).remove(args.id)
+    print(f"removed account {args.id}")
+    return 0
+
+
+def cmd_enable(args: argparse.Namespace, where: Home) -> int:
+    AccountStore(where.accounts_file).modify(args.id, enabled=True, disabled_reason=None)
+    state_file = StateFile(where.state_file)
+    state = state_file.load()
+    record = state.of(args.id)
+    record.cooldowns.clear()
+    record.updated_at = time.time()
+    state_file.save(state)
+    print(f"enabled account {args.id}")
+    return 0
+
+
+def cmd_disable(args: argparse.Namespace, where: Home) -> int:
+    AccountStore(where.accounts_file).modify(args.id, enabled=False, disabled_reason="disabled by the user")
+    print(f"disabled account {args.id}")
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace, where: Home) -> int:
+    config = _config(where)
+    return asyncio.run(_refresh(config, where, args.id))
+
+
+async def _refresh(config: Config, where: Home, account_id: str | None) -> int:
+    failures = 0
+    async with httpx.AsyncClient() as client:
+        pool = Pool(config, where, client)
+        accounts = [pool.store.get(account_id)] if account_id else pool.accounts
+        for account in accounts:
+            if account.kind != "google":
+                print(f"{account.id}: {account.kind} key accounts have nothing to refresh")
+                continue
+            try:
+                await pool.refresh(account)
+            except GoogleError as e:
+                failures += 1
+                print(f"{account.id} ({account.name}): {e.verdict.error_class}: {e.verdict.message}")
+                continue
+            state = pool.account_state(account.id)
+            print(f"{account.id} ({account.name}): token ok, project {state.project or account.project}, {len(state.quota)} models")
+        pool.save()
+    return 1 if failures else 0
+
+
+# --- plumbing -----------------------------------------------------------------------------------
+
+
+def _config(where: Home) -> Config:
+    return config_file.load(where.config_file)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="switchyard", description="A local AI gateway built on mitmproxy.")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start the gateway (mitmdump, or mitmweb with --web)")
+    run.add_argument("--web", action="store_true", help="with mitmweb's inspection UI")
+    run.add_argument("mitmproxy_args", nargs=argparse.REMAINDER, help="passed on to mitmproxy")
+    run.set_defaults(handler=cmd_run)
+
+    accounts = commands.add_parser("accounts", help="manage the pool's accounts").add_subparsers(
+        dest="accounts_command", required=True
+    )
+    p = accounts.add_parser("add-google", help="add a Google (Antigravity) account by refresh token")
+    p.add_argument("--refresh-token", required=True)
+    p.add_argument("--email")
+    p.add_argument("--project")
+    p.add_argument("--label")
+    p.set_defaults(handler=cmd_add_google)
+
+    p = accounts.add_parser("add-key", help="add an API key account")
+    p.add_argument("--kind", required=True, choices=[k for k in KINDS if k != "google"])
+    p.add_argument("--api-key", required=True)
+    p.add_argument("--base-url")
+    p.add_argument("--models", help="comma-separated globs of the models this key serves")
+    p.add_argument("--priority", type=int, default=0, help="lower is used first (default 0)")
+    p.add_argument("--label")
+    p.set_defaults(handler=cmd_add_key)
+
+    p = accounts.add_parser("import", help="import Google accounts from an export or a token list")
+    p.add_argument("file")
+    p.set_defaults(handler=cmd_import)
+
+    p = accounts.add_parser("list", help="show accounts, their state and quota")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_list)
+
+    for name, handler, text in (
+        ("remove", cmd_remove, "remove an account"),
+        ("enable", cmd_enable, "enable an account (and clear its cooldowns)"),
+        ("disable", cmd_disable, "disable an account"),
+    ):
+        p = accounts.add_parser(name, help=text)
+        p.add_argument("id")
+        p.set_defaults(handler=handler)
+
+    p = accounts.add_parser("refresh", help="refresh tokens, project and quota now")
+    p.add_argument("id", nargs="?")
+    p.set_defaults(handler=cmd_refresh)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        code = args.handler(args, home())
+    except (CliError, ConfigError, StoreError) as e:
+        print(f"switchyard: {e}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

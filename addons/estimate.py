@@ -1,0 +1,52 @@
+"""Token counts without an upstream: a documented estimate, and reading upstream counts.
+
+The estimate is about 4 characters of text per token (the usual figure for English and code
+with these tokenizers), 258 tokens per image (Gemini's fixed cost for an image up to 384 px),
+and the JSON of tool declarations counted as text. It is an estimate: callers use it to budget
+context, not to bill.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from .translate import canonical as c
+
+CHARS_PER_TOKEN = 4
+TOKENS_PER_IMAGE = 258
+
+
+def tokens(request: c.Request) -> int:
+    chars = sum(len(s) for s in request.system)
+    images = 0
+    for message in request.messages:
+        for part in message.parts:
+            match part:
+                case c.Text(text=text) | c.Thinking(text=text):
+                    chars += len(text)
+                case c.Image():
+                    images += 1
+                case c.ToolCall(name=name, arguments=arguments):
+                    chars += len(name) + len(json.dumps(arguments))
+                case c.ToolResult(content=content):
+                    for item in content:
+                        if isinstance(item, c.Text):
+                            chars += len(item.text)
+                        else:
+                            images += 1
+    for tool in request.tools:
+        chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters or {}))
+    return math.ceil(chars / CHARS_PER_TOKEN) + images * TOKENS_PER_IMAGE + (1 if chars or images else 0)
+
+
+def read_count(body: Any) -> int:
+    """The count in a Gemini/v1internal (`totalTokens`) or Anthropic (`input_tokens`) answer."""
+    if isinstance(body, dict):
+        for key in ("totalTokens", "input_tokens", "total_tokens"):
+            if isinstance(body.get(key), int):
+                return body[key]
+        if isinstance(inner := body.get("response"), dict):
+            return read_count(inner)
+    raise ValueError("no token count in the upstream answer")

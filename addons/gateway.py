@@ -1,0 +1,385 @@
+"""The gateway: each caller request becomes one exchange with one account of the pool.
+
+The `request` hook does all the deciding: it reads the caller's protocol, picks accounts and
+rotates among them until one answers well — all before the caller gets a byte. A whole answer
+is translated here and set as the flow's response; a stream is parked in the relay and the flow
+is pointed there, so mitmproxy streams it to the caller event by event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from mitmproxy import http
+
+from pool import mapping
+from pool.dispatch import Call, DispatchError, Dispatcher, Exchange
+from pool.health import ErrorClass, Verdict, network_failure
+from pool.pool import Pool
+from pool.upstreams import COUNTS_TOKENS
+
+from . import answers, estimate, routes, trace
+from .relay import TOKEN_HEADER, Relay
+from .session import session_key
+from .settings import Settings
+from .translate import canonical as c
+from .translate import registry
+from .translate.protocol import ModelInfo
+
+log = logging.getLogger("switchyard")
+
+VERSION = "0.1.0"
+MAX_BODY = 32 * 1024 * 1024
+ID_PREFIXES = {"openai_chat": "chatcmpl-", "openai_completions": "cmpl-", "openai_responses": "resp_", "anthropic": "msg_"}
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.relay = Relay()
+        self.client: httpx.AsyncClient | None = None
+        self.pool: Pool | None = None
+        self.dispatcher: Dispatcher | None = None
+        self._housekeeping: asyncio.Task | None = None
+
+    # --- life cycle ----------------------------------------------------------------------------
+    def running(self) -> None:
+        config = self.settings.config
+        if config is None or self.pool is not None:
+            return
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+            follow_redirects=False,
+        )
+        self.pool = Pool(config, self.settings.home, self.client)
+        self.dispatcher = Dispatcher(self.pool)
+        loop = asyncio.get_running_loop()
+        loop.create_task(self.relay.start())
+        self._housekeeping = loop.create_task(self.pool.run())
+        enabled = sum(a.enabled for a in self.pool.accounts)
+        log.info("switchyard %s: %d accounts (%d enabled), data in %s", VERSION, len(self.pool.accounts), enabled, self.settings.home.data_dir)
+
+    def done(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        self.relay.close()
+        if self.pool is not None:
+            try:
+                self.pool.save()
+            except Exception as e:
+                log.warning("could not save the pool state: %s", e)
+        if self.client is not None:
+            client, self.client = self.client, None
+            try:
+                asyncio.get_running_loop().create_task(client.aclose())
+            except RuntimeError:
+                pass
+
+    # --- hooks -----------------------------------------------------------------------------------
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or self.pool is None:
+            return
+        headers = {k.lower(): v for k, v in flow.request.headers.items()}
+        route = routes.classify(flow.request.method, flow.request.path, headers)
+        if route is None:
+            self._unroutable(flow, headers)
+            return
+        t = trace.attach(flow, trace.Trace(protocol=route.protocol, operation=route.operation))
+        try:
+            await self._handle(flow, route, headers, t)
+        except c.BadRequest as e:
+            self._fail(flow, t, route.protocol, e.status, e.message, kind="invalid_request")
+        except DispatchError as e:
+            t.attempts = e.attempts
+            self._fail(flow, t, route.protocol, e.status, e.message, kind=e.error_class, retry_after=e.retry_after)
+        except Exception as e:  # a bug must cost one request, never the gateway
+            log.exception("request failed inside the gateway")
+            self._fail(flow, t, route.protocol, 500, f"internal gateway error ({type(e).__name__})")
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None and TOKEN_HEADER in flow.request.headers:
+            flow.response.stream = True
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        token = flow.request.headers.get(TOKEN_HEADER)
+        if token:
+            self.relay.discard(token)
+
+    # --- routing -------------------------------------------------------------------------------
+    async def _handle(self, flow: http.HTTPFlow, route: routes.Route, headers: dict[str, str], t: trace.Trace) -> None:
+        match route.operation:
+            case "health":
+                flow.response = answers.json_response(200, {"status": "ok", "version": VERSION})
+                t.outcome = "local"
+            case "metrics":
+                flow.response = http.Response.make(404, b"metrics are not enabled\n", {"content-type": "text/plain"})
+                t.outcome = "local"
+            case "models":
+                self._models(flow, route)
+                t.outcome = "local"
+            case "model":
+                self._model(flow, route)
+                t.outcome = "local"
+            case "generate":
+                await self._generate(flow, route, headers, t)
+            case "count_tokens":
+                await self._count_tokens(flow, route, t)
+
+    def _unroutable(self, flow: http.HTTPFlow, headers: dict[str, str]) -> None:
+        path = flow.request.path.partition("?")[0]
+        protocol = routes.guess_protocol(path, headers)
+        if routes.path_exists(path):
+            message = f"{flow.request.method} is not allowed on {path}"
+            flow.response = answers.error(protocol, 405, message)
+        else:
+            flow.response = answers.error(protocol, 404, f"unknown path {path}", kind="not_found")
+
+    def _fail(
+        self,
+        flow: http.HTTPFlow,
+        t: trace.Trace,
+        protocol: str,
+        status: int,
+        message: str,
+        *,
+        kind: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        t.status, t.error, t.ended = status, message, time.monotonic()
+        if t.outcome == "pending":
+            t.outcome = kind or "error"
+        flow.response = answers.error(protocol, status, message, kind=kind, retry_after=retry_after)
+
+    # --- model lists -------------------------------------------------------------------------------
+    def _model_infos(self) -> list[ModelInfo]:
+        assert self.pool is not None
+        names = set(self.pool.servable_models())
+        names.update(k for k in self.pool.config.model_mapping if not any(ch in k for ch in "*?["))
+        return [ModelInfo(id=name, display_name=name) for name in sorted(names)]
+
+    def _models(self, flow: http.HTTPFlow, route: routes.Route) -> None:
+        caller = registry.CALLERS[route.protocol]
+        flow.response = answers.json_response(200, caller.encode_model_list(self._model_infos()))
+
+    def _model(self, flow: http.HTTPFlow, route: routes.Route) -> None:
+        name = (route.model or "").removeprefix("models/")
+        info = next((m for m in self._model_infos() if m.id == name), None)
+        if info is None:
+            flow.response = answers.error(route.protocol, 404, f"model {name!r} is not served here", kind="not_found")
+            return
+        caller = registry.CALLERS[route.protocol]
+        body = caller.encode_model_list([info])
+        item = body["models"][0] if "models" in body else body["data"][0]
+        flow.response = answers.json_response(200, item)
+
+    # --- generation ----------------------------------------------------------------------------------
+    def _decode(self, flow: http.HTTPFlow, route: routes.Route) -> tuple[dict[str, Any], c.Request]:
+        body = self._json_body(flow)
+        caller = registry.CALLERS[route.protocol]
+        request = caller.decode_request(body, model=route.model)
+        if route.stream is not None:
+            request.stream = route.stream
+        return body, request
+
+    async def _generate(self, flow: http.HTTPFlow, route: routes.Route, headers: dict[str, str], t: trace.Trace) -> None:
+        assert self.pool is not None and self.dispatcher is not None
+        body, request = self._decode(flow, route)
+        model = mapping.resolve(request.model, self.pool.config.model_mapping)
+        t.requested_model, t.stream = request.model, request.stream
+        session = session_key(headers, body, request)
+
+        def encode(dialect: str, upstream_model: str) -> dict[str, Any]:
+            return registry.DIALECTS[dialect].encode_request(request, upstream_model)
+
+        call = Call(model=model, operation="generate", stream=request.stream, encode=encode, session=session)
+        if request.stream:
+            await self._stream(flow, route, request, call, t)
+        else:
+            await self._whole(flow, route, request, call, t)
+
+    async def _whole(self, flow: http.HTTPFlow, route: routes.Route, request: c.Request, call: Call, t: trace.Trace) -> None:
+        """Reads the whole upstream answer, then answers the caller in its protocol."""
+        assert self.dispatcher is not None
+        while True:
+            exchange = await self.dispatcher.send(call)
+            self._note(t, exchange)
+            try:
+                async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
+                    raw = await exchange.response.aread()
+                answer = registry.DIALECTS[exchange.dialect].decode_response(json.loads(raw))
+            except (httpx.HTTPError, TimeoutError) as e:
+                self.dispatcher.finish(exchange, network_failure(e))
+                continue
+            except (ValueError, c.BadUpstreamAnswer) as e:
+                self.dispatcher.finish(exchange, Verdict(ErrorClass.SERVER, f"upstream answer unreadable: {e}", 200))
+                continue
+            finally:
+                await exchange.response.aclose()
+            break
+        self.dispatcher.finish(exchange, session=call.session)
+        answer.model = request.model
+        caller = registry.CALLERS[route.protocol]
+        t.usage, t.status, t.outcome = answer.usage, 200, "ok"
+        t.ended = time.monotonic()
+        t.first_byte = t.ended - t.started
+        flow.response = answers.json_response(200, caller.encode_response(answer, request), self._served_by(exchange))
+
+    async def _stream(self, flow: http.HTTPFlow, route: routes.Route, request: c.Request, call: Call, t: trace.Trace) -> None:
+        """Waits for the first real event of an upstream stream, then parks the rest in the relay."""
+        assert self.dispatcher is not None
+        while True:
+            exchange = await self.dispatcher.send(call)
+            self._note(t, exchange)
+            decoder = registry.DIALECTS[exchange.dialect].stream_decoder()
+            chunks = exchange.response.aiter_bytes()
+            first: list[c.Event] = []
+            verdict: Verdict | None = None
+            try:
+                async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
+                    async for chunk in chunks:
+                        if first := decoder.feed(chunk):
+                            break
+                    else:
+                        first = decoder.close()
+            except (httpx.HTTPError, TimeoutError) as e:
+                verdict = network_failure(e)
+            if verdict is None and first and not isinstance(first[0], c.StreamError):
+                break
+            if verdict is None:
+                message = first[0].message if first else "empty stream"
+                verdict = Verdict(ErrorClass.SERVER, f"upstream stream failed before its first event: {message}", 200)
+            await exchange.response.aclose()
+            self.dispatcher.finish(exchange, verdict)
+        caller = registry.CALLERS[route.protocol]
+        response_id = ID_PREFIXES.get(route.protocol, "") + secrets.token_hex(12)
+        options = {"sse": route.sse} if route.protocol == "gemini" else {}
+        encoder = caller.stream_encoder(request, response_id, request.model, int(time.time()), **options)
+        body = self._relay_body(exchange, decoder, encoder, first, chunks, call, t)
+        headers = [("content-type", caller.stream_content_type), ("cache-control", "no-cache")]
+        headers += list(self._served_by(exchange).items())
+        token = self.relay.park(200, headers, body)
+        t.status = 200
+        t.first_byte = time.monotonic() - t.started
+        flow.request.scheme = "http"
+        flow.request.host = "127.0.0.1"
+        flow.request.port = self.relay.port
+        flow.request.headers[TOKEN_HEADER] = token
+
+    async def _relay_body(
+        self,
+        exchange: Exchange,
+        decoder: Any,
+        encoder: Any,
+        first: list[c.Event],
+        chunks: AsyncIterator[bytes],
+        call: Call,
+        t: trace.Trace,
+    ) -> AsyncIterator[bytes]:
+        """The caller's stream: upstream bytes -> canonical events -> the caller's events."""
+        assert self.dispatcher is not None
+        verdict: Verdict | None = None
+        closing: list[c.Event] = []
+        finished = False
+        try:
+            yield encoder.encode(self._observe(first, t))
+            try:
+                async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
+                    async for chunk in chunks:
+                        if events := decoder.feed(chunk):
+                            if out := encoder.encode(self._observe(events, t)):
+                                yield out
+                closing = decoder.close()
+            except TimeoutError:
+                verdict = Verdict(ErrorClass.TIMEOUT, "the upstream did not finish within request_timeout")
+                closing = [c.StreamError(verdict.message, 504, "timeout")]
+            except httpx.HTTPError as e:
+                verdict = network_failure(e)
+                closing = [c.StreamError(f"the upstream connection broke mid-stream: {verdict.message}", 502)]
+            closing = self._observe(closing, t)
+            if verdict is None and any(isinstance(e, c.StreamError) for e in closing):
+                failed = next(e for e in closing if isinstance(e, c.StreamError))
+                verdict = Verdict(ErrorClass.SERVER, failed.message, 200)
+            finished = True
+            yield encoder.encode(closing)
+        finally:
+            await exchange.response.aclose()
+            t.ended = time.monotonic()
+            if not finished:
+                t.outcome = "client_closed"
+                self.dispatcher.finish(exchange, session=call.session)
+            elif verdict is None:
+                t.outcome = "ok"
+                self.dispatcher.finish(exchange, session=call.session)
+            else:
+                t.outcome, t.error = verdict.error_class, verdict.message
+                self.dispatcher.finish(exchange, verdict)
+
+    @staticmethod
+    def _observe(events: list[c.Event], t: trace.Trace) -> list[c.Event]:
+        for event in events:
+            if isinstance(event, c.Finish):
+                t.usage = event.usage
+        return events
+
+    @staticmethod
+    def _note(t: trace.Trace, exchange: Exchange) -> None:
+        t.account_id, t.account, t.model = exchange.account.id, exchange.account.name, exchange.model
+        t.attempts = exchange.attempts
+
+    @staticmethod
+    def _served_by(exchange: Exchange) -> dict[str, str]:
+        return {"x-switchyard-account": exchange.account.id, "x-switchyard-model": exchange.model}
+
+    # --- counting tokens --------------------------------------------------------------------------------
+    async def _count_tokens(self, flow: http.HTTPFlow, route: routes.Route, t: trace.Trace) -> None:
+        """Upstream countTokens where an account can; a documented estimate otherwise."""
+        assert self.pool is not None and self.dispatcher is not None
+        caller: Any = registry.CALLERS[route.protocol]
+        body = self._json_body(flow)
+        request = caller.decode_count_request(body, model=route.model)
+        model = mapping.resolve(request.model, self.pool.config.model_mapping)
+        t.requested_model = request.model
+
+        def encode(dialect: str, upstream_model: str) -> dict[str, Any]:
+            return registry.DIALECTS[dialect].encode_request(request, upstream_model)
+
+        call = Call(model=model, operation="count_tokens", stream=False, encode=encode, kinds=COUNTS_TOKENS)
+        total: int | None = None
+        try:
+            exchange = await self.dispatcher.send(call)
+        except DispatchError as e:
+            t.attempts = e.attempts
+        else:
+            self._note(t, exchange)
+            try:
+                raw = await exchange.response.aread()
+                total = estimate.read_count(json.loads(raw))
+                self.dispatcher.finish(exchange)
+            except (httpx.HTTPError, ValueError) as e:
+                self.dispatcher.finish(exchange, Verdict(ErrorClass.SERVER, f"countTokens answer unreadable: {e}", 200))
+            finally:
+                await exchange.response.aclose()
+        if total is None:
+            total = estimate.tokens(request)
+            t.account = "local estimate"
+        t.outcome, t.status, t.ended = "ok", 200, time.monotonic()
+        flow.response = answers.json_response(200, caller.encode_count_response(total))
+
+    @staticmethod
+    def _json_body(flow: http.HTTPFlow) -> dict[str, Any]:
+        if len(flow.request.raw_content or b"") > MAX_BODY:
+            raise c.BadRequest(f"request body is larger than {MAX_BODY // (1024 * 1024)} MB", status=413)
+        try:
+            body = json.loads(flow.request.get_content(strict=False) or b"")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise c.BadRequest(f"request body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise c.BadRequest("request body must be a JSON object")
+        return body

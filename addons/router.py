@@ -1,0 +1,18 @@
+"""Switchyard, a local AI gateway: `mitmdump -s addons/router.py` (or `switchyard run`)."""
+
+import sys
+from pathlib import Path
+
+# mitmproxy loads this file by path; make the project importable even without an install.
+_root = str(Path(__file__).resolve().parent.parent)
+if _root not in sys.path:
+    sys.path.append(_root)
+
+from addons.auth import ClientAuth  # noqa: E402
+from addons.gateway import Gateway  # noqa: E402
+from addons.monitor import Monitor  # noqa: E402
+from addons.settings import Settings  # noqa: E402
+
+settings = Settings()
+
+addons = [settings, ClientAuth(settings), Gateway(settings), Monitor()]

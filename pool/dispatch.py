@@ -1,0 +1,271 @@
+"""Sending one request upstream: account after account, until one answers well.
+
+Everything here happens before the caller gets a byte, so a rate-limited account costs the
+caller a little time and nothing else. The first good status ends the loop; its body is left
+unread for the caller's side to stream. At most `max_attempts` accounts are tried; within one
+account, Google's endpoints are tried in order, an expired token is refreshed once, and a
+capacity error is retried once after a short wait — as `health.POLICIES` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from . import google, upstreams
+from .accounts import Account, Kind
+from .health import ErrorClass, Step, Verdict, classify, network_failure
+from .pool import Lease, Pool
+from .upstreams import Operation
+
+ERROR_BODY_LIMIT = 64 * 1024
+CAPACITY_WAIT_CAP = 2.0  # seconds: a capacity error is retried once on the same account after this
+
+
+@dataclass(slots=True)
+class Attempt:
+    account_id: str
+    account: str  # the account's display name
+    endpoint: str  # host of the URL tried
+    status: int | None
+    outcome: str  # "ok" or an ErrorClass
+    ms: float
+
+
+@dataclass(slots=True)
+class Call:
+    """What the caller wants, independent of which account will serve it."""
+
+    model: str
+    operation: Operation
+    stream: bool
+    # (dialect, upstream model) -> the body in that dialect; called at most once per pair.
+    encode: Callable[[str, str], dict[str, Any]]
+    session: str | None = None
+    kinds: frozenset[Kind] | None = None  # only these kinds of account may serve
+    # Shared by every `send` for this call, so an answer found bad after its status (an empty
+    # stream, a body that is not JSON) can go to another account within the same budget.
+    attempts: list[Attempt] = field(default_factory=list)
+    tried: set[str] = field(default_factory=set)
+    deadline: float = 0.0
+
+
+@dataclass(slots=True)
+class Exchange:
+    """A good upstream answer whose body has not been read yet."""
+
+    response: httpx.Response
+    account: Account
+    dialect: str
+    model: str
+    attempts: list[Attempt]
+    lease: Lease
+    deadline: float  # time.monotonic() by which the whole exchange must end
+    started: float = field(default_factory=time.monotonic)
+
+
+class DispatchError(Exception):
+    """No account answered well; carries what the caller should be told."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        error_class: str | None = None,
+        retry_after: float | None = None,
+        attempts: list[Attempt] | None = None,
+        no_candidates: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_class = error_class
+        self.retry_after = retry_after
+        self.attempts = attempts or []
+        self.no_candidates = no_candidates
+
+
+class Dispatcher:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self.pool.client
+
+    async def send(self, call: Call) -> Exchange:
+        config = self.pool.config
+        if not call.deadline:
+            call.deadline = time.monotonic() + config.proxy.request_timeout
+        deadline, attempts, tried = call.deadline, call.attempts, call.tried
+        bodies: dict[tuple[str, str], dict[str, Any]] = {}
+        last: Verdict | None = None
+        while len(tried) < config.routing.max_attempts and time.monotonic() < deadline:
+            selection = self.pool.select(call.model, session=call.session, exclude=tried, kinds=call.kinds)
+            if not selection.ranked:
+                if selection.busy:
+                    await self.pool.wait_for_slot(deadline - time.monotonic())
+                    continue
+                break
+            account = selection.ranked[0]
+            tried.add(account.id)
+            lease = self.pool.begin(account, call.model)
+            try:
+                result = await self._try_account(call, account, lease, bodies, attempts, deadline)
+            except BaseException:
+                self.pool.release(lease)
+                raise
+            if isinstance(result, Exchange):
+                return result
+            last = result
+            self.pool.fail(lease, result)
+            if result.policy.step is Step.GIVE_UP:
+                raise DispatchError(
+                    result.status or 400, result.message, error_class=result.error_class, attempts=attempts
+                )
+        raise self._no_answer(call, last, attempts)
+
+    def finish(self, exchange: Exchange, verdict: Verdict | None = None, *, session: str | None = None) -> None:
+        """The caller's side is done with the answer: a clean end clears cooldowns."""
+        if verdict is None:
+            self.pool.succeed(exchange.lease, session=session)
+            return
+        self.pool.fail(exchange.lease, verdict)
+        if exchange.attempts and exchange.attempts[-1].account_id == exchange.account.id:
+            exchange.attempts[-1].outcome = verdict.error_class
+
+    async def _try_account(
+        self,
+        call: Call,
+        account: Account,
+        lease: Lease,
+        bodies: dict[tuple[str, str], dict[str, Any]],
+        attempts: list[Attempt],
+        deadline: float,
+    ) -> Exchange | Verdict:
+        dialect = upstreams.DIALECTS[account.kind]
+        model = call.model
+        key = (dialect, model)
+        if key not in bodies:
+            bodies[key] = call.encode(dialect, model)
+        body = bodies[key]
+        try:
+            credential, project = await self._credentials(account)
+        except google.GoogleError as e:
+            attempts.append(Attempt(account.id, account.name, "oauth", e.verdict.status, e.verdict.error_class, 0.0))
+            return e.verdict
+        verdict = Verdict(ErrorClass.NETWORK, "no endpoint")
+        for base in upstreams.endpoints(account, self.pool.config):
+            refreshed = retried = False
+            while True:
+                target = upstreams.target(
+                    account, base, call.operation, model=model, stream=call.stream,
+                    body=body, credential=credential, project=project,
+                )
+                started = time.monotonic()
+                result = await self._post(target, call.stream, deadline)
+                ms = (time.monotonic() - started) * 1000
+                host = urlsplit(target.url).hostname or "?"
+                if isinstance(result, httpx.Response) and result.status_code < 400:
+                    attempts.append(Attempt(account.id, account.name, host, result.status_code, "ok", ms))
+                    return Exchange(result, account, dialect, model, attempts, lease, deadline)
+                verdict = result if isinstance(result, Verdict) else await self._verdict(result)
+                attempts.append(Attempt(account.id, account.name, host, verdict.status, verdict.error_class, ms))
+                step = verdict.policy.step
+                if step is Step.REFRESH and account.kind == "google" and not refreshed:
+                    refreshed = True
+                    try:
+                        credential = await self.pool.access_token(account, force=True)
+                    except google.GoogleError as e:
+                        return e.verdict
+                    continue
+                if step is Step.RETRY_SAME and not retried:
+                    retried = True
+                    wait = min(verdict.retry_after or 1.0, CAPACITY_WAIT_CAP, max(deadline - time.monotonic(), 0))
+                    await asyncio.sleep(wait)
+                    continue
+                break
+            if step is not Step.NEXT_ENDPOINT:
+                return verdict
+        return verdict
+
+    async def _credentials(self, account: Account) -> tuple[str, str | None]:
+        if account.kind != "google":
+            return account.secret, None
+        token = await self.pool.access_token(account)
+        return token, await self.pool.project(account, token)
+
+    async def _post(self, target: upstreams.Target, stream: bool, deadline: float) -> httpx.Response | Verdict:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Verdict(ErrorClass.TIMEOUT, "request_timeout reached before the upstream answered")
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream" if stream else "application/json",
+            "user-agent": "switchyard",
+            **target.headers,
+        }
+        content = json.dumps(target.body, separators=(",", ":"), ensure_ascii=False).encode()
+        request = self.client.build_request(
+            "POST",
+            target.url,
+            content=content,
+            headers=headers,
+            timeout=httpx.Timeout(remaining, connect=min(10.0, remaining)),
+        )
+        try:
+            async with asyncio.timeout(remaining):
+                return await self.client.send(request, stream=True)
+        except (httpx.HTTPError, TimeoutError) as e:
+            return network_failure(e)
+
+    @staticmethod
+    async def _verdict(response: httpx.Response) -> Verdict:
+        try:
+            raw = b""
+            async for chunk in response.aiter_bytes():
+                raw += chunk
+                if len(raw) >= ERROR_BODY_LIMIT:
+                    break
+        except httpx.HTTPError:
+            pass
+        finally:
+            await response.aclose()
+        return classify(response.status_code, response.headers, raw)
+
+    def _no_answer(self, call: Call, last: Verdict | None, attempts: list[Attempt]) -> DispatchError:
+        """What to tell the caller when no account answered: unknown model, cooling, or failing."""
+        now = time.time()
+        selection = self.pool.select(call.model, kinds=call.kinds)
+        cooling = not selection.ranked and selection.earliest is not None
+        if last is None and selection.serving == 0:
+            return DispatchError(
+                404, f"no enabled account serves the model {call.model!r}",
+                error_class=ErrorClass.NOT_FOUND, no_candidates=True,
+            )
+        if cooling or (last is None and selection.earliest is not None):
+            wait = max(math.ceil((selection.earliest or now) - now), 1)
+            return DispatchError(
+                429, f"every account that serves {call.model!r} is cooling down; the first recovers in {wait}s",
+                error_class=ErrorClass.RATE_LIMIT, retry_after=wait, attempts=attempts,
+            )
+        if last is None:
+            return DispatchError(
+                503, f"no account is free to serve {call.model!r} in time", attempts=attempts, no_candidates=True
+            )
+        status = last.policy.caller_status
+        retry_after = max(math.ceil(last.retry_after or 1), 1) if status == 429 else None
+        tried = len({a.account_id for a in attempts})
+        return DispatchError(
+            status, f"{last.message} (after {tried} account{'s' if tried != 1 else ''})",
+            error_class=last.error_class, retry_after=retry_after, attempts=attempts,
+        )

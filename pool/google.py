@@ -1,0 +1,139 @@
+"""Google accounts: OAuth token refresh and the Cloud Code (v1internal) housekeeping calls."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+
+from .health import ErrorClass, Verdict, classify, network_failure
+from .state import Quota
+
+USER_AGENT = "antigravity/1.11.5 switchyard"
+
+
+@dataclass(slots=True)
+class Token:
+    access_token: str
+    expires_at: float
+    refresh_token: str | None = None  # Google may rotate it
+
+
+class GoogleError(Exception):
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message)
+        self.verdict = verdict
+
+
+async def refresh_token(
+    client: httpx.AsyncClient, token_url: str, client_id: str, client_secret: str, refresh: str
+) -> Token:
+    """Trades a refresh token for an access token. `invalid_grant` means the user must act."""
+    if not client_id or not client_secret:
+        raise GoogleError(
+            Verdict(
+                ErrorClass.AUTH,
+                "no Google OAuth client configured: set upstreams.antigravity.client_id/client_secret "
+                "or SWITCHYARD_GOOGLE_CLIENT_ID/SWITCHYARD_GOOGLE_CLIENT_SECRET",
+            )
+        )
+    form = {
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "refresh_token": refresh,
+        "grant_type": "refresh_token",
+    }
+    try:
+        response = await client.post(token_url, data=form, timeout=30)
+    except httpx.HTTPError as e:
+        raise GoogleError(network_failure(e)) from None
+    if response.status_code != 200:
+        verdict = classify(response.status_code, response.headers, response.content)
+        if verdict.error_class is ErrorClass.BAD_REQUEST:
+            verdict.error_class = ErrorClass.AUTH
+        raise GoogleError(verdict)
+    try:
+        data = response.json()
+        return Token(
+            access_token=str(data["access_token"]),
+            expires_at=time.time() + float(data.get("expires_in", 3600)),
+            refresh_token=data.get("refresh_token"),
+        )
+    except (ValueError, KeyError, TypeError):
+        raise GoogleError(Verdict(ErrorClass.SERVER, "the token endpoint answered without an access_token")) from None
+
+
+async def _call(client: httpx.AsyncClient, endpoints: list[str], method: str, access_token: str, body: dict) -> dict:
+    """POST to the first endpoint that answers; the next one on 404/408/5xx/network errors."""
+    headers = {"authorization": f"Bearer {access_token}", "user-agent": USER_AGENT}
+    verdict = Verdict(ErrorClass.NETWORK, "no endpoint configured")
+    for endpoint in endpoints:
+        try:
+            response = await client.post(f"{endpoint}:{method}", json=body, headers=headers, timeout=30)
+        except httpx.HTTPError as e:
+            verdict = network_failure(e)
+            continue
+        if response.status_code == 200:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                return data
+            verdict = Verdict(ErrorClass.SERVER, f"{method} answered something that is not JSON", 200)
+            continue
+        verdict = classify(response.status_code, response.headers, response.content)
+        if response.status_code not in (404, 408) and response.status_code < 500:
+            break
+    raise GoogleError(verdict)
+
+
+async def load_code_assist(client: httpx.AsyncClient, endpoints: list[str], access_token: str) -> str:
+    """The Cloud Code project behind an account; every generate call must name it."""
+    body = {"metadata": {"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}}
+    data = await _call(client, endpoints, "loadCodeAssist", access_token, body)
+    project = data.get("cloudaicompanionProject")
+    if isinstance(project, dict):
+        project = project.get("id")
+    if not isinstance(project, str) or not project:
+        raise GoogleError(Verdict(ErrorClass.FORBIDDEN, "loadCodeAssist returned no project for this account"))
+    return project
+
+
+async def fetch_available_models(
+    client: httpx.AsyncClient, endpoints: list[str], access_token: str, project: str
+) -> dict[str, Quota]:
+    """Each model the account may use, with the fraction of its quota left and the reset time."""
+    data = await _call(client, endpoints, "fetchAvailableModels", access_token, {"project": project})
+    models = data.get("models")
+    quotas: dict[str, Quota] = {}
+    if isinstance(models, dict):
+        for name, info in models.items():
+            quota_info = info.get("quotaInfo") if isinstance(info, dict) else None
+            if not isinstance(quota_info, dict):
+                quotas[name] = Quota()
+                continue
+            reset_at = _timestamp(quota_info.get("resetTime"))
+            remaining = _float(quota_info.get("remainingFraction"))
+            if remaining is None and reset_at is not None:
+                remaining = 0.0  # an exhausted model is listed with its reset time only
+            quotas[name] = Quota(remaining=remaining, reset_at=reset_at)
+    return quotas
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _timestamp(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,260 @@
+"""Upstream failures: what kind each one is, and what the pool does about it.
+
+`POLICIES` is the single table that decides, for every class of error, the next step of the
+request, the scope of the cooldown (the whole account, or the account for one model) and how
+long it lasts when the upstream gave no hint. `classify` reads an upstream answer (Google RPC,
+OpenAI or Anthropic error bodies, `Retry-After`) into a `Verdict`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any, Literal, Mapping
+
+
+class ErrorClass(StrEnum):
+    RATE_LIMIT = "rate_limit"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    CAPACITY = "capacity"
+    AUTH = "auth"
+    FORBIDDEN = "forbidden"
+    VALIDATION_REQUIRED = "validation_required"
+    INVALID_GRANT = "invalid_grant"
+    NOT_FOUND = "not_found"
+    BAD_REQUEST = "bad_request"
+    SERVER = "server"
+    NETWORK = "network"
+    TIMEOUT = "timeout"
+
+
+class Step(StrEnum):
+    """What the request does next, on the same account or another."""
+
+    NEXT_ENDPOINT = "next_endpoint"  # same account, its next endpoint; then the next account
+    RETRY_SAME = "retry_same"  # same account once more after a short wait; then the next account
+    REFRESH = "refresh"  # new access token, same account once more; then the next account
+    NEXT_ACCOUNT = "next_account"
+    GIVE_UP = "give_up"  # the request itself is at fault: no other account would do better
+
+
+Scope = Literal["account", "model"] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    step: Step
+    scope: Scope  # what cools down: the account, the account for this model, or nothing
+    base: float  # first cooldown without an upstream hint, seconds; doubles per repeat...
+    cap: float  # ...up to this
+    caller_status: int  # what the caller sees when this is the last word
+    disable: bool = False  # needs the user: the account is taken out until they act
+
+
+MINUTE, HOUR = 60.0, 3600.0
+
+POLICIES: dict[ErrorClass, Policy] = {
+    ErrorClass.RATE_LIMIT: Policy(Step.NEXT_ACCOUNT, "model", 30, 10 * MINUTE, 429),
+    ErrorClass.QUOTA_EXHAUSTED: Policy(Step.NEXT_ACCOUNT, "model", HOUR, 24 * HOUR, 429),
+    ErrorClass.CAPACITY: Policy(Step.RETRY_SAME, "model", 5, 2 * MINUTE, 503),
+    ErrorClass.AUTH: Policy(Step.REFRESH, "account", MINUTE, HOUR, 502),
+    ErrorClass.FORBIDDEN: Policy(Step.NEXT_ACCOUNT, "account", 10 * MINUTE, 6 * HOUR, 502),
+    ErrorClass.VALIDATION_REQUIRED: Policy(Step.NEXT_ACCOUNT, "account", 24 * HOUR, 24 * HOUR, 502),
+    ErrorClass.INVALID_GRANT: Policy(Step.NEXT_ACCOUNT, "account", 0, 0, 502, disable=True),
+    ErrorClass.NOT_FOUND: Policy(Step.NEXT_ENDPOINT, "model", 10 * MINUTE, HOUR, 404),
+    ErrorClass.BAD_REQUEST: Policy(Step.GIVE_UP, None, 0, 0, 400),
+    ErrorClass.SERVER: Policy(Step.NEXT_ENDPOINT, "account", 5, 5 * MINUTE, 502),
+    ErrorClass.NETWORK: Policy(Step.NEXT_ENDPOINT, "account", 5, 5 * MINUTE, 502),
+    ErrorClass.TIMEOUT: Policy(Step.NEXT_ACCOUNT, "account", 15, 5 * MINUTE, 504),
+}
+
+# Google RPC `reason`s that name the class outright, whatever the status.
+REASONS: dict[str, ErrorClass] = {
+    "RATE_LIMIT_EXCEEDED": ErrorClass.RATE_LIMIT,
+    "QUOTA_EXHAUSTED": ErrorClass.QUOTA_EXHAUSTED,
+    "RESOURCE_EXHAUSTED": ErrorClass.RATE_LIMIT,
+    "MODEL_CAPACITY_EXHAUSTED": ErrorClass.CAPACITY,
+    "VALIDATION_REQUIRED": ErrorClass.VALIDATION_REQUIRED,
+    "API_KEY_INVALID": ErrorClass.AUTH,
+    "API_KEY_EXPIRED": ErrorClass.AUTH,
+    "insufficient_quota": ErrorClass.QUOTA_EXHAUSTED,
+    "overloaded_error": ErrorClass.CAPACITY,
+    "invalid_grant": ErrorClass.INVALID_GRANT,
+}
+
+STATUSES: dict[int, ErrorClass] = {
+    400: ErrorClass.BAD_REQUEST,
+    401: ErrorClass.AUTH,
+    403: ErrorClass.FORBIDDEN,
+    404: ErrorClass.NOT_FOUND,
+    408: ErrorClass.SERVER,
+    413: ErrorClass.BAD_REQUEST,
+    422: ErrorClass.BAD_REQUEST,
+    429: ErrorClass.RATE_LIMIT,
+    529: ErrorClass.CAPACITY,
+}
+
+
+@dataclass(slots=True)
+class Verdict:
+    error_class: ErrorClass
+    message: str
+    status: int | None = None  # the upstream's status, None for network errors
+    retry_after: float | None = None  # the upstream's hint, seconds from now
+    validation_url: str | None = None
+
+    @property
+    def policy(self) -> Policy:
+        return POLICIES[self.error_class]
+
+    def cooldown(self, failures: int) -> float:
+        """Seconds to cool: the upstream's hint wins; without one, back off exponentially."""
+        if self.retry_after is not None:
+            return max(self.retry_after, 0.0)
+        policy = self.policy
+        return min(policy.base * 2 ** max(failures - 1, 0), policy.cap)
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
+    error = _error_object(body)
+    reasons = _reasons(error)
+    error_class = next((REASONS[r] for r in reasons if r in REASONS), None)
+    if error_class is None:
+        error_class = STATUSES.get(status) or (ErrorClass.SERVER if status >= 500 else ErrorClass.BAD_REQUEST)
+    if error_class is ErrorClass.RATE_LIMIT and status == 429 and _mentions_quota(error):
+        error_class = ErrorClass.QUOTA_EXHAUSTED
+    return Verdict(
+        error_class=error_class,
+        message=_message(error, body, status),
+        status=status,
+        retry_after=_retry_hint(error_class, error, headers),
+        validation_url=_validation_url(error),
+    )
+
+
+def network_failure(exc: BaseException) -> Verdict:
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return Verdict(ErrorClass.TIMEOUT, f"upstream did not answer in time ({name})")
+    detail = str(exc) or name
+    return Verdict(ErrorClass.NETWORK, f"cannot reach the upstream: {detail}")
+
+
+# --- reading error bodies ---------------------------------------------------------------------
+
+
+def _error_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]  # Gemini's JSON-array stream form
+    if not isinstance(data, dict):
+        return {}
+    error = data.get("error")
+    if isinstance(error, dict):
+        return error
+    if isinstance(error, str):  # OAuth: {"error": "invalid_grant", "error_description": ...}
+        return {"reason": error, "message": data.get("error_description") or error}
+    return {}
+
+
+def _details(error: dict[str, Any]) -> list[dict[str, Any]]:
+    details = error.get("details")
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def _reasons(error: dict[str, Any]) -> list[str]:
+    found = [d.get("reason") for d in _details(error)]
+    found += [error.get("reason"), error.get("code"), error.get("type"), error.get("status")]
+    return [r for r in found if isinstance(r, str)]
+
+
+def _mentions_quota(error: dict[str, Any]) -> bool:
+    return any("quotaResetDelay" in d.get("metadata", {}) for d in _details(error))
+
+
+def _message(error: dict[str, Any], body: bytes, status: int) -> str:
+    message = error.get("message")
+    if isinstance(message, str) and message:
+        return message[:500]
+    text = body.decode("utf-8", "replace").strip()
+    return text[:200] if text else f"upstream answered {status}"
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?$")
+
+
+def parse_duration(text: str) -> float | None:
+    """Google's durations: "1.2s", "2h1m1s", "500ms", "34m12.5s"."""
+    text = text.strip()
+    match = _DURATION.match(text)
+    if not text or not match or not any(match.groups()):
+        return None
+    h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
+    return h * 3600 + m * 60 + s + ms / 1000
+
+
+def _retry_hint(error_class: ErrorClass, error: dict[str, Any], headers: Mapping[str, str]) -> float | None:
+    retry: float | None = None
+    quota_reset: float | None = None
+    for detail in _details(error):
+        if isinstance(delay := detail.get("retryDelay"), str):
+            retry = parse_duration(delay)
+        metadata = detail.get("metadata")
+        if isinstance(metadata, dict):
+            if isinstance(delay := metadata.get("quotaResetDelay"), str):
+                quota_reset = parse_duration(delay)
+            elif isinstance(stamp := metadata.get("quotaResetTimeStamp"), str):
+                quota_reset = _seconds_until(stamp)
+    header = _retry_after_header(headers)
+    if error_class is ErrorClass.QUOTA_EXHAUSTED:
+        return next((v for v in (quota_reset, header, retry) if v is not None), None)
+    return next((v for v in (header, retry, quota_reset) if v is not None), None)
+
+
+def _retry_after_header(headers: Mapping[str, str]) -> float | None:
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        try:
+            return parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+
+
+def _seconds_until(stamp: str) -> float | None:
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - time.time()
+    except ValueError:
+        return None
+
+
+_URL = re.compile(r"https://\S+")
+
+
+def _validation_url(error: dict[str, Any]) -> str | None:
+    for detail in _details(error):
+        metadata = detail.get("metadata")
+        if isinstance(metadata, dict):
+            for key in ("validation_url", "validationUrl", "url"):
+                if isinstance(url := metadata.get(key), str):
+                    return url
+    if "VALIDATION_REQUIRED" in _reasons(error):
+        match = _URL.search(str(error.get("message", "")))
+        return match.group(0).rstrip(".,)") if match else None
+    return None

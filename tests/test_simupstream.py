@@ -1,0 +1,551 @@
+"""The simulated upstream: it must speak each protocol exactly, refuse what the real services
+refuse, and misbehave on cue, because every gateway test trusts it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from simupstream import BYPASS_SIGNATURE, SimUpstream, estimate_tokens  # noqa: E402
+
+GOOGLE_KEY = "gemini-test-key-000"
+OPENAI_KEY = "sk-openai-test-000"
+ANTHROPIC_KEY = "sk-ant-test-000"
+ANTHROPIC_HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
+WEATHER_GEMINI = [{"functionDeclarations": [{"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}]}]
+CALL_TEXT = 'weather please [[call get_weather {"city":"Paris"}]]'
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SimUpstream]:
+    sim = SimUpstream()
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def sim(server: SimUpstream) -> SimUpstream:
+    server.reset()
+    server.add_google_account("rt-alice", "alice@example.com", "proj-1")
+    server.add_api_key(GOOGLE_KEY, "gemini")
+    server.add_api_key(OPENAI_KEY, "openai")
+    server.add_api_key(ANTHROPIC_KEY, "anthropic")
+    return server
+
+
+@pytest.fixture
+def client(sim: SimUpstream) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sim.url, timeout=5) as c:
+        yield c
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def refresh(client: httpx.Client, token: str = "rt-alice", **extra: str) -> httpx.Response:
+    form = {"grant_type": "refresh_token", "client_id": "sim-client-id", "client_secret": "sim-client-secret",
+            "refresh_token": token, **extra}
+    return client.post("/token", data=form)
+
+
+def bearer(client: httpx.Client) -> dict[str, str]:
+    return {"authorization": "Bearer " + refresh(client).json()["access_token"]}
+
+
+def envelope(contents: list[dict[str, Any]], model: str = "gemini-2.5-flash", **request: Any) -> dict[str, Any]:
+    return {"project": "proj-1", "model": model, "userAgent": "antigravity", "requestType": "agent",
+            "requestId": "req-1", "request": {"contents": contents, **request}}
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "parts": [{"text": text}]}
+
+
+def sse_data(text: str) -> list[Any]:
+    """The JSON of every `data:` line; a missing blank-line terminator fails the parse."""
+    assert text.endswith(("\n\n", "\r\n\r\n")), "stream must end on an event boundary"
+    out = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        for line in block.split("\n"):
+            if line.startswith("data: ") and line != "data: [DONE]":
+                out.append(json.loads(line[6:]))
+    return out
+
+
+def anthropic_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in text.split("\n\n"):
+        if block.strip():
+            name, data = block.split("\n")
+            assert name.startswith("event: ") and data.startswith("data: ")
+            payload = json.loads(data[6:])
+            assert payload["type"] == name[7:]
+            events.append((name[7:], payload))
+    return events
+
+
+def gemini_text(docs: list[dict[str, Any]]) -> str:
+    return "".join(p.get("text", "") for d in docs for p in d["candidates"][0]["content"]["parts"]
+                   if not p.get("thought"))
+
+
+# --------------------------------------------------------------------------- OAuth
+
+
+def test_refresh_counts_and_bad_client(sim: SimUpstream, client: httpx.Client) -> None:
+    r = refresh(client)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 3600 and body["access_token"]
+    refresh(client)
+    assert sim.google_accounts()[0]["refresh_count"] == 2
+    assert "rt-alice" not in json.dumps(sim.google_accounts()) + json.dumps(sim.log())
+    r = refresh(client, client_secret="wrong")
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+
+
+def test_invalid_grant_and_revoke(sim: SimUpstream, client: httpx.Client) -> None:
+    r = refresh(client, "rt-nobody")
+    assert r.status_code == 400
+    assert r.json() == {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
+    headers = bearer(client)
+    assert client.post("/_sim/revoke", json={"refresh_token": "rt-alice"}).status_code == 200
+    assert refresh(client).json()["error"] == "invalid_grant"
+    r = client.post("/v1internal:loadCodeAssist", headers=headers, json={"metadata": {"ideType": "ANTIGRAVITY"}})
+    assert r.status_code == 401 and r.json()["error"]["status"] == "UNAUTHENTICATED"
+
+
+def test_expire_forces_a_refresh(sim: SimUpstream, client: httpx.Client) -> None:
+    headers = bearer(client)
+    body = {"metadata": {"ideType": "ANTIGRAVITY"}}
+    assert client.post("/v1internal:loadCodeAssist", headers=headers, json=body).status_code == 200
+    sim.expire("alice@example.com")
+    assert client.post("/v1internal:loadCodeAssist", headers=headers, json=body).status_code == 401
+    assert client.post("/v1internal:loadCodeAssist", headers=bearer(client), json=body).status_code == 200
+
+
+def test_authorization_code_with_pkce(sim: SimUpstream, client: httpx.Client) -> None:
+    verifier = "v" * 50
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    sim.add_auth_code("code-1", challenge, "rt-bob", email="bob@example.com")
+    form = {"grant_type": "authorization_code", "client_id": "sim-client-id", "client_secret": "sim-client-secret",
+            "code": "code-1", "redirect_uri": "http://localhost:1/cb"}
+    assert client.post("/token", data={**form, "code_verifier": "nope"}).json()["error"] == "invalid_grant"
+    r = client.post("/token", data={**form, "code_verifier": verifier})
+    assert r.status_code == 200 and r.json()["refresh_token"] == "rt-bob"
+    info = client.get("/userinfo", headers={"authorization": "Bearer " + r.json()["access_token"]})
+    assert info.json()["email"] == "bob@example.com"
+    assert client.post("/token", data={**form, "code_verifier": verifier}).json()["error"] == "invalid_grant"
+
+
+# --------------------------------------------------------------------------- v1internal
+
+
+def test_load_code_assist_and_models(sim: SimUpstream, client: httpx.Client) -> None:
+    sim.add_google_account("rt-noproj", "np@example.com", None)
+    token = refresh(client, "rt-noproj").json()["access_token"]
+    r = client.post("/ep1/v1internal:loadCodeAssist", headers={"authorization": f"Bearer {token}"},
+                    json={"metadata": {"ideType": "ANTIGRAVITY"}})
+    project = r.json()["cloudaicompanionProject"]
+    assert project.startswith("sim-project-")
+    r = client.post("/v1internal:fetchAvailableModels", headers={"authorization": f"Bearer {token}"},
+                    json={"project": project})
+    models = r.json()["models"]
+    assert {"gemini-2.5-flash", "claude-opus-4-5-thinking"} <= set(models)
+    assert models["gemini-2.5-pro"]["quotaInfo"]["remainingFraction"] == 1.0
+
+
+def test_v1internal_generate(client: httpx.Client) -> None:
+    r = client.post("/v1internal:generateContent", headers=bearer(client), json=envelope([user("hello there")]))
+    assert r.status_code == 200, r.text
+    resp = r.json()["response"]
+    cand = resp["candidates"][0]
+    assert cand["content"] == {"role": "model", "parts": [{"text": "echo: hello there"}]}
+    assert cand["finishReason"] == "STOP"
+    usage = resp["usageMetadata"]
+    assert usage["promptTokenCount"] == estimate_tokens("hello there")
+    assert usage["candidatesTokenCount"] == estimate_tokens("echo: hello there")
+    assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["candidatesTokenCount"]
+    assert resp["modelVersion"] == "gemini-2.5-flash" and "traceId" in r.json()
+
+
+def test_v1internal_stream_with_thought(sim: SimUpstream, client: httpx.Client) -> None:
+    sim.settings(events=4)
+    r = client.post("/ep2/v1internal:streamGenerateContent", params={"alt": "sse"}, headers=bearer(client),
+                    json=envelope([user("[[think]] stream me a longer answer please")]))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert "\r\n\r\n" in r.text
+    docs = [d["response"] for d in sse_data(r.text)]
+    assert len(docs) == 5  # one thought + 4 text chunks
+    thought = docs[0]["candidates"][0]["content"]["parts"][0]
+    assert thought["thought"] is True and thought["thoughtSignature"]
+    assert gemini_text(docs) == "echo: [[think]] stream me a longer answer please"
+    assert "usageMetadata" not in docs[1] and docs[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert docs[-1]["usageMetadata"]["thoughtsTokenCount"] == estimate_tokens("thinking about it")
+    assert sim.log()[-1]["path"] == "/ep2/v1internal:streamGenerateContent" and sim.log()[-1]["stream"] is True
+
+
+@pytest.mark.parametrize(("change", "status", "needle"), [
+    (lambda b: b.pop("userAgent"), 400, "userAgent"),
+    (lambda b: b.update(project="someone-else"), 400, "project"),
+    (lambda b: b.update(model="gemini-9-ultra"), 404, "gemini-9-ultra"),
+    (lambda b: b["request"].update(contents=[]), 400, "contents is not specified"),
+    (lambda b: b["request"]["contents"].append(user("again")), 400, "alternate between user and model"),
+    (lambda b: b["request"]["contents"].insert(0, {"role": "model", "parts": [{"text": "hi"}]}), 400,
+     "start with a user turn"),
+    (lambda b: b["request"]["contents"][0]["parts"].append({"text": "a", "inlineData": {}}), 400, "oneof"),
+    (lambda b: b["request"]["contents"][0]["parts"][0].update(cache_control={}), 400, 'Unknown name "cache_control"'),
+    (lambda b: b["request"].update(tools=[{"functionDeclarations": [{"name": "f", "parameters": {
+        "type": "object", "additionalProperties": False}}]}]), 400, "additionalProperties"),
+    (lambda b: b["request"]["contents"][0]["parts"].append({"inlineData": {"mimeType": "image/png",
+                                                                           "data": "!!!"}}), 400, "Base64"),
+])
+def test_v1internal_validation(client: httpx.Client, change: Any, status: int, needle: str) -> None:
+    body = envelope([user("hi")])
+    change(body)
+    r = client.post("/v1internal:generateContent", headers=bearer(client), json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == status and needle in err["message"]
+    assert err["status"] == ("INVALID_ARGUMENT" if status == 400 else "NOT_FOUND")
+
+
+def test_function_response_must_answer_previous_call(client: httpx.Client) -> None:
+    contents = [user("go"), {"role": "model", "parts": [{"functionCall": {"name": "a", "args": {}}}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "b", "response": {}}}]}]
+    r = client.post("/v1internal:generateContent", headers=bearer(client), json=envelope(contents))
+    assert r.status_code == 400 and "answers no function call" in r.json()["error"]["message"]
+
+
+def test_count_tokens(client: httpx.Client) -> None:
+    body = {"request": {"model": "models/gemini-2.5-flash", "contents": [user("count these words")]}}
+    r = client.post("/v1internal:countTokens", headers=bearer(client), json=body)
+    assert r.json() == {"totalTokens": estimate_tokens("count these words")}
+
+
+def test_tool_call_round_trip_with_signature_check(client: httpx.Client) -> None:
+    """The functionCall carries a signature; sending it back without one is refused on gemini-3."""
+    headers = bearer(client)
+    first = [user(CALL_TEXT)]
+    r = client.post("/v1internal:generateContent", headers=headers,
+                    json=envelope(first, "gemini-3-pro-preview", tools=WEATHER_GEMINI))
+    part = r.json()["response"]["candidates"][0]["content"]["parts"][0]
+    assert part["functionCall"]["name"] == "get_weather" and part["functionCall"]["args"] == {"city": "Paris"}
+    assert part["functionCall"]["id"] and part["thoughtSignature"]
+
+    def follow_up(model_part: dict[str, Any]) -> httpx.Response:
+        contents = first + [{"role": "model", "parts": [model_part]},
+                            {"role": "user", "parts": [{"functionResponse": {"name": "get_weather",
+                                                                             "response": {"temp": 21}}}]}]
+        return client.post("/v1internal:generateContent", headers=headers,
+                           json=envelope(contents, "gemini-3-pro-preview", tools=WEATHER_GEMINI))
+
+    ok = follow_up(part)
+    assert ok.status_code == 200, ok.text
+    assert gemini_text([ok.json()["response"]]) == 'tool result: {"temp":21}'
+    unsigned = {"functionCall": part["functionCall"]}
+    r = follow_up(unsigned)
+    assert r.status_code == 400 and "missing a thought_signature" in r.json()["error"]["message"]
+    assert follow_up({**unsigned, "thoughtSignature": "Zm9yZ2Vk"}).status_code == 400
+    assert follow_up({**unsigned, "thoughtSignature": BYPASS_SIGNATURE}).status_code == 200
+
+
+def test_quota_exhausted_until_reset(sim: SimUpstream, client: httpx.Client) -> None:
+    sim.set_quota("alice@example.com", "gemini-2.5-pro", remainingFraction=0, resetTime="2099-01-01T00:00:00Z")
+    r = client.post("/v1internal:generateContent", headers=bearer(client),
+                    json=envelope([user("hi")], "gemini-2.5-pro"))
+    assert r.status_code == 429
+    info = r.json()["error"]["details"][0]
+    assert info["reason"] == "QUOTA_EXHAUSTED" and info["metadata"]["quotaResetTimeStamp"] == "2099-01-01T00:00:00Z"
+
+
+# --------------------------------------------------------------------------- behaviour rules
+
+
+def test_429_once_then_success(sim: SimUpstream, client: httpx.Client) -> None:
+    rule = client.post("/_sim/behave", json={"match": {"account": "alice@example.com", "model": "gemini-2.5-flash"},
+                                             "action": "429", "times": 1, "retry_delay": "1.5s",
+                                             "quota_reset_delay": "2h1m1s", "retry_after": 2})
+    assert rule.json()["id"] > 0
+    headers = bearer(client)
+    r = client.post("/v1internal:generateContent", headers=headers, json=envelope([user("hi")]))
+    assert r.status_code == 429 and r.headers["retry-after"] == "2"
+    err = r.json()["error"]
+    assert err["status"] == "RESOURCE_EXHAUSTED"
+    info, retry = err["details"]
+    assert info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo" and info["reason"] == "RATE_LIMIT_EXCEEDED"
+    assert info["metadata"]["quotaResetDelay"] == "2h1m1s"
+    assert retry == {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}
+    assert client.post("/v1internal:generateContent", headers=headers, json=envelope([user("hi")])).status_code == 200
+    actions = [e["action"] for e in sim.log("google")]
+    assert actions == ["429", None]
+
+
+def test_rules_in_other_dialects_and_endpoints(sim: SimUpstream, client: httpx.Client) -> None:
+    sim.behave("503", match={"endpoint": "/ep1"}, reason="MODEL_CAPACITY_EXHAUSTED")
+    sim.behave("429", match={"account": OPENAI_KEY}, retry_after=3)
+    sim.behave("429", match={"account": ANTHROPIC_KEY})
+    headers = bearer(client)
+    r = client.post("/ep1/v1internal:generateContent", headers=headers, json=envelope([user("hi")]))
+    assert r.status_code == 503 and r.json()["error"]["details"][0]["reason"] == "MODEL_CAPACITY_EXHAUSTED"
+    assert client.post("/ep2/v1internal:generateContent", headers=headers, json=envelope([user("hi")])).is_success
+    r = client.post("/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
+                    json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 429 and r.headers["retry-after"] == "3"
+    assert r.json()["error"]["type"] == "rate_limit_error" and r.json()["error"]["code"] == "rate_limit_exceeded"
+    r = client.post("/v1/messages", headers=ANTHROPIC_HEADERS, json={
+        "model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
+    assert r.json() == {"type": "error", "error": {"type": "rate_limit_error", "message": r.json()["error"]["message"]}}
+    assert all(e["account"] != OPENAI_KEY for e in sim.log())  # keys are masked in the log
+
+
+def test_stall_with_seconds_then_answers(sim: SimUpstream, client: httpx.Client) -> None:
+    sim.behave("stall", match={"account": GOOGLE_KEY}, times=1, seconds=0.3)
+    start = time.monotonic()
+    r = client.post("/v1beta/models/gemini-2.5-flash:generateContent", headers={"x-goog-api-key": GOOGLE_KEY},
+                    json={"contents": [user("slowly")]})
+    assert r.status_code == 200 and time.monotonic() - start >= 0.3
+
+
+def test_stall_forever_until_client_leaves(sim: SimUpstream) -> None:
+    sim.behave("stall", match={"account": GOOGLE_KEY})
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{sim.url}/v1beta/models/gemini-2.5-flash:generateContent", timeout=0.3,
+                   headers={"x-goog-api-key": GOOGLE_KEY}, json={"contents": [user("hang")]})
+    assert sim.log()[-1]["status"] == 0 and sim.log()[-1]["action"] == "stall"
+
+
+def test_drop_mid_stream(sim: SimUpstream, client: httpx.Client) -> None:
+    sim.behave("drop", match={"model": "gemini-2.5-flash"}, after_events=2)
+    received = b""
+    with pytest.raises(httpx.RemoteProtocolError):
+        with client.stream("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", params={"alt": "sse"},
+                           headers={"x-goog-api-key": GOOGLE_KEY}, json={"contents": [user("drop me now")]}) as r:
+            assert r.status_code == 200
+            for chunk in r.iter_bytes():
+                received += chunk
+    assert received.count(b"data: ") == 2
+
+
+def test_garbage_and_slow(sim: SimUpstream, client: httpx.Client) -> None:
+    sim.behave("garbage", times=1)
+    sim.behave("slow", times=1, chunk_delay=0.05)
+    headers = {"x-goog-api-key": GOOGLE_KEY}
+    r = client.post("/v1beta/models/gemini-2.5-flash:generateContent", headers=headers, json={"contents": [user("x")]})
+    assert r.status_code == 200
+    with pytest.raises(ValueError):
+        r.json()
+    start = time.monotonic()
+    r = client.post("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", headers=headers,
+                    json={"contents": [user("slow stream here")]})
+    assert len(sse_data(r.text)) == 3 and time.monotonic() - start >= 0.1
+
+
+# --------------------------------------------------------------------------- Gemini API
+
+
+def test_gemini_json_array_stream(sim: SimUpstream, client: httpx.Client) -> None:
+    sim.settings(fragment=True)
+    with client.stream("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                       headers={"x-goog-api-key": GOOGLE_KEY}, json={"contents": [user("array please")]}) as r:
+        chunks = list(r.iter_raw())
+        assert r.headers["content-type"].startswith("application/json")
+    body = b"".join(chunks)
+    assert body.startswith(b"[{") and body.endswith(b"\n]") and len(chunks) > 1
+    docs = json.loads(body)
+    assert gemini_text(docs) == "echo: array please" and "usageMetadata" in docs[-1]
+
+
+def test_gemini_api_keys_models_and_count(client: httpx.Client) -> None:
+    r = client.post("/v1beta/models/gemini-2.5-flash:generateContent", params={"key": "bad"},
+                    json={"contents": [user("x")]})
+    assert r.status_code == 400 and r.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+    headers = {"x-goog-api-key": GOOGLE_KEY}
+    page = client.get("/v1beta/models", params={"pageSize": 2}, headers=headers).json()
+    assert [m["name"] for m in page["models"]] == ["models/gemini-2.5-flash", "models/gemini-2.5-pro"]
+    rest = client.get("/v1beta/models", params={"pageToken": page["nextPageToken"]}, headers=headers).json()
+    assert "nextPageToken" not in rest and rest["models"]
+    assert client.get("/v1beta/models/gemini-2.5-pro", headers=headers).json()["outputTokenLimit"] > 0
+    count = client.post("/v1beta/models/gemini-2.5-flash:countTokens", headers=headers,
+                        json={"generateContentRequest": {"contents": [user("abcd" * 10)]}})
+    assert count.json() == {"totalTokens": 11}
+    image = base64.b64encode(b"\x89PNG" + bytes(60)).decode()
+    r = client.post("/v1beta/models/gemini-2.5-flash:generateContent", headers=headers, json={"contents": [
+        {"role": "user", "parts": [{"text": "look"}, {"inlineData": {"mimeType": "image/png", "data": image}}]}]})
+    assert "image: image/png 64 bytes" in gemini_text([r.json()])
+
+
+def test_prefix_cache_and_v1_paths(client: httpx.Client) -> None:
+    """A conversation that grows on the same account reports cached tokens; google-genai (which
+    defaults to /v1/ when given a base URL) is served like /v1beta/."""
+    headers = {"x-goog-api-key": GOOGLE_KEY}
+    turns = [user("first question " * 20)]
+    r = client.post("/v1/models/gemini-2.5-flash:generateContent", headers=headers, json={"contents": turns})
+    assert "cachedContentTokenCount" not in r.json()["usageMetadata"]
+    turns += [r.json()["candidates"][0]["content"], user("second")]
+    usage = client.post("/v1/models/gemini-2.5-flash:generateContent", headers=headers,
+                        json={"contents": turns}).json()["usageMetadata"]
+    assert 0 < usage["cachedContentTokenCount"] < usage["promptTokenCount"]
+
+
+# --------------------------------------------------------------------------- OpenAI
+
+
+def test_openai_stream_with_tool_call_and_usage(client: httpx.Client) -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    r = client.post("/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"}, json={
+        "model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True}, "tools": tools,
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": CALL_TEXT}]})
+    assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
+    chunks = sse_data(r.text)
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    call = deltas[0]["tool_calls"][0]
+    assert call["id"].startswith("call_") and call["function"]["name"] == "get_weather"
+    args = "".join(d["tool_calls"][0]["function"]["arguments"] for d in deltas if d.get("tool_calls"))
+    assert json.loads(args) == {"city": "Paris"}
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
+
+    messages = [{"role": "user", "content": CALL_TEXT},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": call["id"], "type": "function", "function": {"name": "get_weather", "arguments": args}}]},
+                {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}]
+    r = client.post("/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
+                    json={"model": "gpt-4o", "messages": messages, "tools": tools})
+    assert r.json()["choices"][0]["message"]["content"] == "tool result: sunny"
+    r = client.post("/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
+                    json={"model": "gpt-4o", "messages": messages[:2] + [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and "did not have response messages" in r.json()["error"]["message"]
+
+
+def test_openai_auth_and_models(client: httpx.Client) -> None:
+    r = client.get("/v1/models", headers={"authorization": "Bearer sk-wrong-key"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    models = client.get("/v1/models", headers={"authorization": f"Bearer {OPENAI_KEY}"}).json()
+    assert models["object"] == "list" and "gpt-4o" in [m["id"] for m in models["data"]]
+
+
+# --------------------------------------------------------------------------- Anthropic
+
+
+def test_anthropic_stream_with_thinking_and_tool(client: httpx.Client) -> None:
+    tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    r = client.post("/v1/messages", headers=ANTHROPIC_HEADERS, json={
+        "model": "claude-sonnet-4-5", "max_tokens": 4096, "stream": True, "tools": tools,
+        "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": [{"role": "user", "content": CALL_TEXT}]})
+    events = anthropic_events(r.text)
+    names = [n for n, _ in events]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[-2:] == ["message_delta", "message_stop"]
+    deltas = [e["delta"] for n, e in events if n == "content_block_delta"]
+    assert {d["type"] for d in deltas} == {"thinking_delta", "signature_delta", "input_json_delta"}
+    blocks = [e["content_block"] for n, e in events if n == "content_block_start"]
+    assert [b["type"] for b in blocks] == ["thinking", "tool_use"] and blocks[1]["id"].startswith("toolu_")
+    args = "".join(d["partial_json"] for d in deltas if d["type"] == "input_json_delta")
+    assert json.loads(args) == {"city": "Paris"}
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+    signature = next(d["signature"] for d in deltas if d["type"] == "signature_delta")
+
+    def follow_up(first_block: dict[str, Any]) -> httpx.Response:
+        assistant = [first_block, {"type": "tool_use", "id": blocks[1]["id"], "name": "get_weather",
+                                   "input": {"city": "Paris"}}]
+        return client.post("/v1/messages", headers=ANTHROPIC_HEADERS, json={
+            "model": "claude-sonnet-4-5", "max_tokens": 4096, "tools": tools,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": CALL_TEXT}, {"role": "assistant", "content": assistant},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": blocks[1]["id"],
+                                                       "content": "sunny"}]}]})
+
+    ok = follow_up({"type": "thinking", "thinking": "thinking about it", "signature": signature})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["content"][-1] == {"type": "text", "text": "tool result: sunny"}
+    forged = follow_up({"type": "thinking", "thinking": "x", "signature": "forged"})
+    assert forged.status_code == 400 and "Invalid `signature`" in forged.json()["error"]["message"]
+    missing = follow_up({"type": "text", "text": "let me check"})
+    assert missing.status_code == 400 and "Expected `thinking`" in missing.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({"messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
+    ({"max_tokens": 5, "messages": [{"role": "assistant", "content": "x"}]}, "first message"),
+    ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]},
+     "alternate"),
+    ({"max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_x", "content": "r"}]}]}, "unexpected `tool_use_id`"),
+])
+def test_anthropic_validation(client: httpx.Client, body: dict[str, Any], needle: str) -> None:
+    r = client.post("/v1/messages", headers=ANTHROPIC_HEADERS, json={"model": "claude-sonnet-4-5", **body})
+    assert r.status_code == 400 and needle in r.json()["error"]["message"]
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_anthropic_auth_version_and_count(client: httpx.Client) -> None:
+    msg = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "count me"}]}
+    r = client.post("/v1/messages/count_tokens", headers={"x-api-key": "nope", "anthropic-version": "2023-06-01"},
+                    json=msg)
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    assert client.post("/v1/messages/count_tokens", headers={"x-api-key": ANTHROPIC_KEY}, json=msg).status_code == 400
+    r = client.post("/v1/messages/count_tokens", headers=ANTHROPIC_HEADERS, json=msg)
+    assert r.json() == {"input_tokens": estimate_tokens("count me")}
+
+
+# --------------------------------------------------------------------------- robustness and CLI
+
+
+def test_malformed_http_gets_400_and_server_survives(sim: SimUpstream, client: httpx.Client) -> None:
+    with socket.create_connection((sim.host, sim.port), timeout=2) as s:
+        s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400")
+    r = client.post("/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"}, content=b"{nope")
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert client.post("/_sim/behave", json={"action": "explode"}).status_code == 400
+    assert client.get("/_sim/health").json() == {"ok": True}
+
+
+def test_http_control_api(client: httpx.Client) -> None:
+    client.post("/_sim/reset")
+    assert client.post("/_sim/google-accounts", json={"refresh_token": "rt-x", "email": "x@example.com"}).is_success
+    assert client.post("/_sim/api-keys", json={"key": "k-123456789", "kind": "openai"}).json()["label"] == "k-123456…"
+    assert client.post("/_sim/settings", json={"events": 2, "latency": 0}).json()["events"] == 2
+    rid = client.post("/_sim/behave", json={"action": "500", "match": {"path": "chat"}}).json()["id"]
+    assert [r["id"] for r in client.get("/_sim/behave").json()] == [rid]
+    assert client.delete("/_sim/behave").is_success and client.get("/_sim/behave").json() == []
+    accounts = client.get("/_sim/google-accounts").json()
+    assert accounts[0]["email"] == "x@example.com" and accounts[0]["refresh_count"] == 0
+    assert client.get("/_sim/log").json()
+    assert client.delete("/_sim/log").is_success and client.get("/_sim/log").json() == []
+
+
+def test_cli_prints_one_line_and_stops_on_sigterm() -> None:
+    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "simupstream.py"), "--demo"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("simupstream listening on http://127.0.0.1:")
+        url = line.split()[-1]
+        assert len(httpx.get(f"{url}/_sim/google-accounts").json()) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        assert proc.stdout.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
