@@ -96,7 +96,14 @@ _FINISH_OUT: Final[dict[str, str]] = {
     "error": "OTHER",
 }
 
-_ROLES_IN: Final[dict[Any, c.Role]] = {None: "user", "user": "user", "model": "assistant", "function": "user", "tool": "user"}
+# Content.role -> canonical; old SDKs sent function responses as "function".
+_ROLES_IN: Final[dict[Any, c.Role]] = {
+    None: "user",
+    "user": "user",
+    "model": "assistant",
+    "function": "user",
+    "tool": "user",
+}
 
 _MODES_IN: Final[dict[str, str]] = {
     "MODE_UNSPECIFIED": "auto",
@@ -445,7 +452,8 @@ def decode_request(body: Any, *, model: str | None = None) -> c.Request:
             setattr(request, attr, _number(value, kind, f"generationConfig.{key}"))
     if (stop := _get(config, "stopSequences")) is not None:
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise c.BadRequest("generationConfig.stopSequences: must be a list of strings", "generationConfig.stopSequences")
+            where = "generationConfig.stopSequences"
+            raise c.BadRequest(f"{where}: must be a list of strings", where)
         request.stop = stop
     request.response_format = _response_format(config)
     request.thinking = _thinking(_get(config, "thinkingConfig"))
@@ -470,11 +478,17 @@ def _media_part(image: c.Image) -> dict[str, Any]:
     return {"fileData": {"mimeType": image.mime_type, "fileUri": image.url}}
 
 
-def _call_part(call: c.ToolCall, with_id: bool) -> dict[str, Any]:
-    fn: dict[str, Any] = {"name": call.name, "args": call.arguments}
-    if with_id:
-        fn["id"] = call.id
+def _call_part(name: str, args: dict[str, Any], call_id: str | None) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": name, "args": args}
+    if call_id:
+        fn["id"] = call_id
     return {"functionCall": fn}
+
+
+def _signed(part: dict[str, Any], signature: str | None) -> dict[str, Any]:
+    if signature:
+        part["thoughtSignature"] = signature
+    return part
 
 
 def _usage_metadata(usage: c.Usage) -> dict[str, Any]:
@@ -506,8 +520,8 @@ def _caller_parts(parts: list[c.Part], thoughts: bool) -> list[dict[str, Any]]:
                 continue
             case c.Text(text=text, signature=signature) if text or signature or pending:
                 encoded: dict[str, Any] = {"text": text}
-            case c.ToolCall(signature=signature):
-                encoded = _call_part(part, True)
+            case c.ToolCall(id=call_id, name=name, arguments=args, signature=signature):
+                encoded = _call_part(name, args, call_id)
             case c.Image():
                 encoded, signature = _media_part(part), None
             case _:
@@ -573,16 +587,20 @@ class GeminiStreamEncoder:
         self._opened = True
         return b"[" + chunk
 
+    def _chunk(self, part: dict[str, Any]) -> bytes:
+        return self._frame(self._head + _dumps(part).encode() + self._tail)
+
     def _part(self, part: dict[str, Any]) -> bytes:
+        """A chunk of one part, which takes a held thinking signature if it is not a thought."""
         if self._signature is not None and "thought" not in part and "thoughtSignature" not in part:
             part["thoughtSignature"] = self._signature
             self._signature = None
-        return self._frame(self._head + _dumps(part).encode() + self._tail)
+        return self._chunk(part)
 
     def _thinking_signature(self, signature: str) -> bytes:
         """Hold it for the next part; one already held gets an empty part of its own."""
         held, self._signature = self._signature, signature
-        return self._frame(self._head + _dumps({"text": "", "thoughtSignature": held}).encode() + self._tail) if held else b""
+        return self._chunk({"text": "", "thoughtSignature": held}) if held else b""
 
     def _finish(self, reason: c.FinishReason, usage: c.Usage) -> bytes:
         candidate: dict[str, Any] = {"finishReason": _FINISH_OUT[reason], "index": 0}
@@ -614,7 +632,7 @@ class GeminiStreamEncoder:
                         pending = self._calls[index]
                         pending.signature = (pending.signature or "") + signature
                     elif kind is c.Text:
-                        out.append(self._part({"text": "", "thoughtSignature": signature}))
+                        out.append(self._chunk({"text": "", "thoughtSignature": signature}))
                     else:
                         out.append(self._thinking_signature(signature))
                 case c.BlockStart(index=index, part=part):
@@ -625,7 +643,7 @@ class GeminiStreamEncoder:
                         case c.Image():
                             out.append(self._part(_media_part(part)))
                         case c.Text(text=text, signature=signature) if text or signature:
-                            out.append(self._part({"text": text, "thoughtSignature": signature} if signature else {"text": text}))
+                            out.append(self._part(_signed({"text": text}, signature)))
                         case c.Thinking(text=text, signature=signature):
                             if text and self._thoughts and not part.redacted:
                                 out.append(self._part({"text": text, "thought": True}))
@@ -651,10 +669,7 @@ class GeminiStreamEncoder:
         except ValueError:
             args = {}
         call = pending.call
-        part = _call_part(c.ToolCall(call.id, call.name, args if isinstance(args, dict) else {}), True)
-        if pending.signature:
-            part["thoughtSignature"] = pending.signature
-        return part
+        return _signed(_call_part(call.name, args if isinstance(args, dict) else {}, call.id), pending.signature)
 
 
 def error_body(status: int, message: str, kind: str | None = None) -> dict[str, Any]:
@@ -722,6 +737,7 @@ _SCHEMA_HINTS: Final = ("default", "exclusiveMinimum", "exclusiveMaximum", "mult
 _SCHEMA_FORMATS: Final = frozenset({"enum", "date-time"})
 _SCHEMA_TYPES: Final = frozenset({"string", "number", "integer", "boolean", "array", "object"})
 _LOCAL_REFS: Final = ("#/$defs/", "#/definitions/")
+_LITERAL_KEYS: Final = frozenset({"type", "enum", "description"})
 
 
 def clean_schema(schema: Any) -> dict[str, Any]:
@@ -738,7 +754,9 @@ def clean_schema(schema: Any) -> dict[str, Any]:
     return _clean(schema, defs, frozenset())
 
 
-def _deref(node: dict[str, Any], defs: dict[str, Any], seen: frozenset[str]) -> tuple[dict[str, Any] | None, frozenset[str]]:
+def _deref(
+    node: dict[str, Any], defs: dict[str, Any], seen: frozenset[str]
+) -> tuple[dict[str, Any] | None, frozenset[str]]:
     """The node with its local `$ref` inlined (its own keys win), or None for a ref that cannot be
     inlined (unknown, remote, or recursive)."""
     ref = node.get("$ref")
@@ -775,7 +793,7 @@ def _literal_union(options: list[dict[str, Any]]) -> list[str] | None:
     better than a union."""
     values: list[str] = []
     for option in options:
-        if option.get("type") != "string" or "enum" not in option or not option.keys() <= {"type", "enum", "description"}:
+        if option.get("type") != "string" or "enum" not in option or not option.keys() <= _LITERAL_KEYS:
             return None
         values.extend(option["enum"])
     return list(dict.fromkeys(values))
@@ -865,8 +883,9 @@ def _clean(node: Any, defs: dict[str, Any], seen: frozenset[str]) -> dict[str, A
 # --- writing upstream bodies -------------------------------------------------------------------
 
 
-def _is_synthetic(call_id: str) -> bool:
-    return _SYNTHETIC_ID.fullmatch(call_id) is not None
+def _gemini_id(call_id: str) -> str | None:
+    """The id to send Gemini: none for the ids this module made up."""
+    return None if not call_id or _SYNTHETIC_ID.fullmatch(call_id) else call_id
 
 
 def _tool_response(result: c.ToolResult) -> dict[str, Any]:
@@ -885,12 +904,6 @@ def _tool_response(result: c.ToolResult) -> dict[str, Any]:
     return {"result": text}
 
 
-def _signed(part: dict[str, Any], signature: str | None) -> dict[str, Any]:
-    if signature:
-        part["thoughtSignature"] = signature
-    return part
-
-
 def _upstream_parts(message: c.Message, names: dict[str, str]) -> list[dict[str, Any]]:
     """Never an empty text part (Gemini refuses it) nor a part with two data fields."""
     parts: list[dict[str, Any]] = []
@@ -900,13 +913,14 @@ def _upstream_parts(message: c.Message, names: dict[str, str]) -> list[dict[str,
                 parts.append(_signed({"text": text}, signature))
             case c.Thinking(text=text, signature=signature, redacted=False) if text or signature:
                 parts.append(_signed({"text": text, "thought": True}, signature))
-            case c.ToolCall(id=call_id, name=name, signature=signature):
+            case c.ToolCall(id=call_id, name=name, arguments=args, signature=signature):
                 names[call_id] = name
-                parts.append(_signed(_call_part(part, not _is_synthetic(call_id)), signature))
+                parts.append(_signed(_call_part(name, args, _gemini_id(call_id)), signature))
             case c.ToolResult(call_id=call_id, name=name):
-                response: dict[str, Any] = {"name": name or names.get(call_id) or "tool", "response": _tool_response(part)}
-                if call_id and not _is_synthetic(call_id):
-                    response["id"] = call_id
+                response: dict[str, Any] = {"name": name or names.get(call_id) or "tool"}
+                if gemini_id := _gemini_id(call_id):
+                    response["id"] = gemini_id
+                response["response"] = _tool_response(part)
                 parts.append({"functionResponse": response})
                 parts.extend(_media_part(media) for media in part.content if isinstance(media, c.Image))
             case c.Image():
@@ -993,27 +1007,29 @@ def encode_request(request: c.Request, model: str) -> dict[str, Any]:
         body["systemInstruction"] = {"role": "user", "parts": [{"text": text} for text in request.system]}
     if request.tools:
         body["tools"] = [{"functionDeclarations": [_function_declaration(tool) for tool in request.tools]}]
-        if request.tool_choice is not None:
-            config: dict[str, Any] = {"mode": _MODES_OUT[request.tool_choice.mode]}
-            if request.tool_choice.mode == "tool" and request.tool_choice.name:
-                config["allowedFunctionNames"] = [request.tool_choice.name]
-            body["toolConfig"] = {"functionCallingConfig": config}
-    if config := _generation_config(request, model):
-        body["generationConfig"] = config
+        if (choice := request.tool_choice) is not None:
+            calling: dict[str, Any] = {"mode": _MODES_OUT[choice.mode]}
+            if choice.mode == "tool" and choice.name:
+                calling["allowedFunctionNames"] = [choice.name]
+            body["toolConfig"] = {"functionCallingConfig": calling}
+    if generation := _generation_config(request, model):
+        body["generationConfig"] = generation
     return body
 
 
 # --- reading upstream answers ------------------------------------------------------------------
 
-_STRUCTURAL = re.compile(rb'[{}\[\]"\\]')
-_IN_STRING = re.compile(rb'["\\]')
+# A whole string (escapes included) or a bracket; a lone quote opens a string still arriving.
+_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[{}\[\]]|"', re.DOTALL)
+_STRING_END = re.compile(rb'["\\]')
 _BETWEEN = b" \t\r\n,"
+_QUOTE, _BACKSLASH, _OPEN = ord('"'), ord("\\"), frozenset(b"{[")
 
 
 class _ObjectSplitter:
     """Cuts a JSON stream (one array `[{..},{..}]`, or objects back to back) into the text of
-    each top-level object as soon as its last byte arrives. Only quotes, backslashes and
-    brackets are looked at, so text inside strings is skipped at regex speed."""
+    each top-level object as soon as its last byte arrives. Regexes skip whole strings, and a
+    string split across chunks is scanned once, so a large inline image stays linear."""
 
     __slots__ = ("_buffer", "_pos", "_depth", "_base", "_start", "_in_string", "_escaped")
 
@@ -1022,9 +1038,9 @@ class _ObjectSplitter:
         self._pos = 0
         self._depth = 0
         self._base = base  # nesting depth of the objects to cut out: 1 inside an array
-        self._start = -1
-        self._in_string = False
-        self._escaped = False
+        self._start = -1  # where the object being cut began, -1 between objects
+        self._in_string = False  # the chunk ended inside a string ...
+        self._escaped = False  # ... right after a backslash
 
     def feed(self, chunk: bytes) -> tuple[list[bytes], bool]:
         """The objects completed by this chunk, and whether something that is not JSON came."""
@@ -1036,12 +1052,12 @@ class _ObjectSplitter:
         garbage = False
         while True:
             if in_string:
-                match = _IN_STRING.search(buffer, pos)
+                match = _STRING_END.search(buffer, pos)
                 if match is None:
                     pos = len(buffer)
                     break
                 pos = match.end()
-                if match.group() == b"\\":
+                if buffer[match.start()] == _BACKSLASH:
                     if pos == len(buffer):
                         self._escaped = True
                         break
@@ -1049,33 +1065,33 @@ class _ObjectSplitter:
                 else:
                     in_string = False
                 continue
-            match = _STRUCTURAL.search(buffer, pos)
+            match = _TOKEN.search(buffer, pos)
             end = match.start() if match else len(buffer)
             if depth <= base and buffer[pos:end].strip(_BETWEEN):
-                garbage = True
+                garbage = True  # between objects only commas and blanks belong
                 break
             if match is None:
                 pos = len(buffer)
                 break
             pos = match.end()
-            char = match.group()
-            if char == b'"':
-                in_string = True
-                garbage = depth <= base  # a bare string where an object belongs
-            elif char in b"{[":
+            char = buffer[end]
+            if char == _QUOTE:
+                if depth <= base:
+                    garbage = True  # a bare string where an object belongs
+                    break
+                in_string = pos - end == 1
+            elif char in _OPEN:
                 if depth == base:
-                    start = match.start()
+                    start = end
                 depth += 1
-            elif char in b"}]":
+            else:
                 depth -= 1
                 if depth == base and start >= 0:
                     found.append(buffer[start:pos])
                     start = -1
-                garbage = depth < 0
-            else:
-                garbage = True  # a backslash outside a string
-            if garbage:
-                break
+                elif depth < 0:
+                    garbage = True
+                    break
         keep = start if start >= 0 else pos
         self._buffer = buffer[keep:]
         self._pos = pos - keep
