@@ -34,6 +34,8 @@ from .translate import registry
 from .translate.protocol import ModelInfo
 
 log = logging.getLogger("switchyard")
+# httpx logs every upstream request at INFO; the gateway's own line per request says more.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 VERSION = "0.1.0"
 MAX_BODY = 32 * 1024 * 1024
@@ -224,7 +226,7 @@ class Gateway:
                 await exchange.response.aclose()
             break
         self.dispatcher.finish(exchange, session=call.session)
-        answer.model = request.model
+        answer.id, answer.model, answer.created = self._new_id(route), request.model, int(time.time())
         caller = registry.CALLERS[route.protocol]
         t.usage, t.status, t.outcome = answer.usage, 200, "ok"
         t.ended = time.monotonic()
@@ -258,11 +260,12 @@ class Gateway:
             await exchange.response.aclose()
             self.dispatcher.finish(exchange, verdict)
         caller = registry.CALLERS[route.protocol]
-        response_id = ID_PREFIXES.get(route.protocol, "") + secrets.token_hex(12)
+        response_id = self._new_id(route)
         options = {"sse": route.sse} if route.protocol == "gemini" else {}
         encoder = caller.stream_encoder(request, response_id, request.model, int(time.time()), **options)
         body = self._relay_body(exchange, decoder, encoder, first, chunks, call, t)
-        headers = [("content-type", caller.stream_content_type), ("cache-control", "no-cache")]
+        content_type = caller.stream_content_type if route.sse or route.protocol != "gemini" else "application/json"
+        headers = [("content-type", content_type), ("cache-control", "no-cache")]
         headers += list(self._served_by(exchange).items())
         token = self.relay.park(200, headers, body)
         t.status = 200
@@ -320,6 +323,10 @@ class Gateway:
             else:
                 t.outcome, t.error = verdict.error_class, verdict.message
                 self.dispatcher.finish(exchange, verdict)
+
+    @staticmethod
+    def _new_id(route: routes.Route) -> str:
+        return ID_PREFIXES.get(route.protocol, "") + secrets.token_hex(12)
 
     @staticmethod
     def _observe(events: list[c.Event], t: trace.Trace) -> list[c.Event]:

@@ -16,6 +16,7 @@ class Route:
 
 
 _GEMINI = r"/v1(?:beta|alpha)?/models/(?P<model>[^/:?]+)"
+_GEMINI_ONLY = r"/v1(?:beta|alpha)/models"  # plain /v1/models is shared with OpenAI and Anthropic
 
 # (method, path pattern, protocol, operation, stream). First match wins; paths match whole.
 ROUTES: list[tuple[str, re.Pattern[str], str, str, bool | None]] = [
@@ -31,8 +32,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str, bool | None]] = [
         ("POST", _GEMINI + r":generateContent", "gemini", "generate", False),
         ("POST", _GEMINI + r":streamGenerateContent", "gemini", "generate", True),
         ("POST", _GEMINI + r":countTokens", "gemini", "count_tokens", None),
-        ("GET", r"/v1(?:beta|alpha)?/models", "gemini", "models", None),
-        ("GET", _GEMINI, "gemini", "model", None),
+        ("GET", _GEMINI_ONLY, "gemini", "models", None),
+        ("GET", _GEMINI_ONLY + r"/(?P<model>[^/:?]+)", "gemini", "model", None),
         ("GET", r"(?:/v1)?/models", "openai_chat", "models", None),
         ("GET", r"(?:/v1)?/models/(?P<model>[^/]+)", "openai_chat", "model", None),
     ]
