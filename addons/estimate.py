@@ -19,26 +19,35 @@ TOKENS_PER_IMAGE = 258
 
 
 def tokens(request: c.Request) -> int:
-    chars = sum(len(s) for s in request.system)
-    images = 0
-    for message in request.messages:
-        for part in message.parts:
-            match part:
-                case c.Text(text=text) | c.Thinking(text=text):
-                    chars += len(text)
-                case c.Image():
-                    images += 1
-                case c.ToolCall(name=name, arguments=arguments):
-                    chars += len(name) + len(json.dumps(arguments))
-                case c.ToolResult(content=content):
-                    for item in content:
-                        if isinstance(item, c.Text):
-                            chars += len(item.text)
-                        else:
-                            images += 1
+    chars, images = _measure(request.messages)
+    chars += sum(len(s) for s in request.system)
     for tool in request.tools:
         chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters or {}))
     return math.ceil(chars / CHARS_PER_TOKEN) + images * TOKENS_PER_IMAGE + (1 if chars or images else 0)
+
+
+def chars(messages: list[c.Message]) -> int:
+    """Rough size of a conversation in characters (an image counts as its base64 length)."""
+    return _measure(messages, image_chars=True)[0]
+
+
+def _measure(messages: list[c.Message], *, image_chars: bool = False) -> tuple[int, int]:
+    count = images = 0
+    for message in messages:
+        for part in message.parts:
+            match part:
+                case c.Text(text=text) | c.Thinking(text=text):
+                    count += len(text)
+                case c.Image(data=data):
+                    images += 1
+                    count += len(data or "") if image_chars else 0
+                case c.ToolCall(name=name, arguments=arguments):
+                    count += len(name) + len(json.dumps(arguments))
+                case c.ToolResult(content=content):
+                    inner, inner_images = _measure([c.Message("user", list(content))], image_chars=image_chars)
+                    count += inner
+                    images += inner_images
+    return count, images
 
 
 def read_count(body: Any) -> int:

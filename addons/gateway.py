@@ -13,7 +13,6 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -25,12 +24,15 @@ from pool.health import ErrorClass, Verdict, network_failure
 from pool.pool import Pool
 from pool.upstreams import COUNTS_TOKENS
 
-from . import answers, estimate, routes, trace
+from . import answers, estimate, routes, streaming, trace
+from .conversations import ResponseHistory
 from .relay import TOKEN_HEADER, Relay
 from .session import session_key
 from .settings import Settings
+from .signatures import SignatureCache
 from .translate import canonical as c
-from .translate import registry
+from .translate import openai_responses, passthrough, registry
+from .translate.assemble import Assembler
 from .translate.protocol import ModelInfo
 
 log = logging.getLogger("switchyard")
@@ -46,6 +48,8 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.relay = Relay()
+        self.signatures = SignatureCache()
+        self.history = ResponseHistory()
         self.client: httpx.AsyncClient | None = None
         self.pool: Pool | None = None
         self.dispatcher: Dispatcher | None = None
@@ -184,22 +188,38 @@ class Gateway:
     # --- generation ----------------------------------------------------------------------------------
     def _decode(self, flow: http.HTTPFlow, route: routes.Route) -> tuple[dict[str, Any], c.Request]:
         body = self._json_body(flow)
-        caller = registry.CALLERS[route.protocol]
-        request = caller.decode_request(body, model=route.model)
+        caller: Any = registry.CALLERS[route.protocol]
+        if route.protocol == "openai_responses":
+            request = caller.decode_request(body, model=route.model, history=self._history_of(body))
+        else:
+            request = caller.decode_request(body, model=route.model)
         if route.stream is not None:
             request.stream = route.stream
         return body, request
 
+    def _history_of(self, body: dict[str, Any]) -> list[c.Message] | None:
+        previous = body.get("previous_response_id")
+        if previous is None:
+            return None
+        history = self.history.get(previous) if isinstance(previous, str) else None
+        if history is None:
+            raise c.BadRequest(f"Previous response with id {previous!r} not found.", param="previous_response_id")
+        return history
+
     async def _generate(self, flow: http.HTTPFlow, route: routes.Route, headers: dict[str, str], t: trace.Trace) -> None:
-        assert self.pool is not None and self.dispatcher is not None
+        assert self.pool is not None
         body, request = self._decode(flow, route)
+        self.signatures.restore(request)
         model = mapping.resolve(request.model, self.pool.config.model_mapping)
         t.requested_model, t.stream = request.model, request.stream
-        session = session_key(headers, body, request)
 
         def encode(dialect: str, upstream_model: str) -> dict[str, Any]:
-            return registry.DIALECTS[dialect].encode_request(request, upstream_model)
+            if passthrough.is_native(route.protocol, dialect):
+                return passthrough.request_body(route.protocol, dialect, body, upstream_model, stream=request.stream)
+            upstream_request = self.signatures.for_upstream(request, dialect)
+            return registry.DIALECTS[dialect].encode_request(upstream_request, upstream_model)
 
+        session = session_key(headers, body, request)
         call = Call(model=model, operation="generate", stream=request.stream, encode=encode, session=session)
         if request.stream:
             await self._stream(flow, route, request, call, t)
@@ -227,10 +247,15 @@ class Gateway:
             break
         self.dispatcher.finish(exchange, session=call.session)
         answer.id, answer.model, answer.created = self._new_id(route), request.model, int(time.time())
-        caller = registry.CALLERS[route.protocol]
+        self._remember(route, exchange.dialect, request, answer)
         t.usage, t.status, t.outcome = answer.usage, 200, "ok"
         t.ended = time.monotonic()
         t.first_byte = t.ended - t.started
+        if passthrough.is_native(route.protocol, exchange.dialect):
+            content = passthrough.response_body(exchange.dialect, raw)
+            flow.response = http.Response.make(200, content, {**answers.JSON_HEADERS, **self._served_by(exchange)})
+            return
+        caller = registry.CALLERS[route.protocol]
         flow.response = answers.json_response(200, caller.encode_response(answer, request), self._served_by(exchange))
 
     async def _stream(self, flow: http.HTTPFlow, route: routes.Route, request: c.Request, call: Call, t: trace.Trace) -> None:
@@ -240,34 +265,37 @@ class Gateway:
             exchange = await self.dispatcher.send(call)
             self._note(t, exchange)
             decoder = registry.DIALECTS[exchange.dialect].stream_decoder()
-            chunks = exchange.response.aiter_bytes()
-            first: list[c.Event] = []
-            verdict: Verdict | None = None
-            try:
-                async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
-                    async for chunk in chunks:
-                        if first := decoder.feed(chunk):
-                            break
-                    else:
-                        first = decoder.close()
-            except (httpx.HTTPError, TimeoutError) as e:
-                verdict = network_failure(e)
-            if verdict is None and first and not isinstance(first[0], c.StreamError):
+            start = await streaming.prefetch(exchange, decoder)
+            if isinstance(start, streaming.Prefetched):
                 break
-            if verdict is None:
-                message = first[0].message if first else "empty stream"
-                verdict = Verdict(ErrorClass.SERVER, f"upstream stream failed before its first event: {message}", 200)
             await exchange.response.aclose()
-            self.dispatcher.finish(exchange, verdict)
-        caller = registry.CALLERS[route.protocol]
+            self.dispatcher.finish(exchange, start)
         response_id = self._new_id(route)
-        options = {"sse": route.sse} if route.protocol == "gemini" else {}
-        encoder = caller.stream_encoder(request, response_id, request.model, int(time.time()), **options)
-        body = self._relay_body(exchange, decoder, encoder, first, chunks, call, t)
-        content_type = caller.stream_content_type if route.sse or route.protocol != "gemini" else "application/json"
-        headers = [("content-type", content_type), ("cache-control", "no-cache")]
+        output = self._stream_output(route, request, exchange, response_id)
+        assembler = Assembler(response_id, request.model)
+        dispatcher = self.dispatcher
+
+        def observe(events: list[c.Event]) -> None:
+            assembler.extend(events)
+            if assembler.finished:
+                t.usage = assembler.response.usage
+
+        def done(verdict: Verdict | None, finished: bool) -> None:
+            t.ended = time.monotonic()
+            if verdict is not None:
+                t.outcome, t.error = verdict.error_class, verdict.message
+                dispatcher.finish(exchange, verdict)
+                return
+            t.outcome = "ok" if finished else "client_closed"
+            dispatcher.finish(exchange, session=call.session)
+            if assembler.finished:
+                self._remember(route, exchange.dialect, request, assembler.response)
+
+        caller = registry.CALLERS[route.protocol]
+        sse = route.sse or route.protocol != "gemini"
+        headers = [("content-type", caller.stream_content_type if sse else "application/json"), ("cache-control", "no-cache")]
         headers += list(self._served_by(exchange).items())
-        token = self.relay.park(200, headers, body)
+        token = self.relay.park(200, headers, streaming.body(exchange, decoder, output, start, observe, done))
         t.status = 200
         t.first_byte = time.monotonic() - t.started
         flow.request.scheme = "http"
@@ -275,65 +303,25 @@ class Gateway:
         flow.request.port = self.relay.port
         flow.request.headers[TOKEN_HEADER] = token
 
-    async def _relay_body(
-        self,
-        exchange: Exchange,
-        decoder: Any,
-        encoder: Any,
-        first: list[c.Event],
-        chunks: AsyncIterator[bytes],
-        call: Call,
-        t: trace.Trace,
-    ) -> AsyncIterator[bytes]:
-        """The caller's stream: upstream bytes -> canonical events -> the caller's events."""
-        assert self.dispatcher is not None
-        verdict: Verdict | None = None
-        closing: list[c.Event] = []
-        finished = False
-        try:
-            yield encoder.encode(self._observe(first, t))
-            try:
-                async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
-                    async for chunk in chunks:
-                        if events := decoder.feed(chunk):
-                            if out := encoder.encode(self._observe(events, t)):
-                                yield out
-                closing = decoder.close()
-            except TimeoutError:
-                verdict = Verdict(ErrorClass.TIMEOUT, "the upstream did not finish within request_timeout")
-                closing = [c.StreamError(verdict.message, 504, "timeout")]
-            except httpx.HTTPError as e:
-                verdict = network_failure(e)
-                closing = [c.StreamError(f"the upstream connection broke mid-stream: {verdict.message}", 502)]
-            closing = self._observe(closing, t)
-            if verdict is None and any(isinstance(e, c.StreamError) for e in closing):
-                failed = next(e for e in closing if isinstance(e, c.StreamError))
-                verdict = Verdict(ErrorClass.SERVER, failed.message, 200)
-            finished = True
-            yield encoder.encode(closing)
-        finally:
-            await exchange.response.aclose()
-            t.ended = time.monotonic()
-            if not finished:
-                t.outcome = "client_closed"
-                self.dispatcher.finish(exchange, session=call.session)
-            elif verdict is None:
-                t.outcome = "ok"
-                self.dispatcher.finish(exchange, session=call.session)
-            else:
-                t.outcome, t.error = verdict.error_class, verdict.message
-                self.dispatcher.finish(exchange, verdict)
+    def _stream_output(self, route: routes.Route, request: c.Request, exchange: Exchange, response_id: str) -> streaming.Output:
+        caller: Any = registry.CALLERS[route.protocol]
+        if passthrough.is_native(route.protocol, exchange.dialect):
+            relay = passthrough.Passthrough(
+                route.protocol, exchange.dialect, sse=route.sse, caller_wants_usage=request.include_usage
+            )
+            return streaming.Native(relay, caller.error_body)
+        options = {"sse": route.sse} if route.protocol == "gemini" else {}
+        return streaming.Translated(caller.stream_encoder(request, response_id, request.model, int(time.time()), **options))
+
+    def _remember(self, route: routes.Route, dialect: str, request: c.Request, answer: c.Response) -> None:
+        """Keeps what the caller cannot carry to the next turn: signatures, Responses history."""
+        self.signatures.remember(answer.parts, dialect)
+        if route.protocol == "openai_responses":
+            self.history.put(answer.id, openai_responses.to_history(request, answer))
 
     @staticmethod
     def _new_id(route: routes.Route) -> str:
         return ID_PREFIXES.get(route.protocol, "") + secrets.token_hex(12)
-
-    @staticmethod
-    def _observe(events: list[c.Event], t: trace.Trace) -> list[c.Event]:
-        for event in events:
-            if isinstance(event, c.Finish):
-                t.usage = event.usage
-        return events
 
     @staticmethod
     def _note(t: trace.Trace, exchange: Exchange) -> None:
@@ -355,7 +343,9 @@ class Gateway:
         t.requested_model = request.model
 
         def encode(dialect: str, upstream_model: str) -> dict[str, Any]:
-            return registry.DIALECTS[dialect].encode_request(request, upstream_model)
+            upstream: Any = registry.DIALECTS[dialect]
+            encoder = getattr(upstream, "encode_count_request", upstream.encode_request)
+            return encoder(request, upstream_model)
 
         call = Call(model=model, operation="count_tokens", stream=False, encode=encode, kinds=COUNTS_TOKENS)
         total: int | None = None

@@ -6,6 +6,7 @@ body, and gives tests one way to compare streamed and unstreamed answers.
 
 from __future__ import annotations
 
+import copy
 import json
 
 from . import canonical as c
@@ -22,6 +23,8 @@ class Assembler:
     def add(self, event: c.Event) -> None:
         match event:
             case c.BlockStart(index=index, part=part):
+                # A copy: the same event objects may also go to a stream encoder.
+                part = copy.copy(part)
                 self._blocks[index] = part
                 self.response.parts.append(part)
                 if isinstance(part, c.ToolCall):

@@ -1355,28 +1355,12 @@ class GeminiDialect:
 
 
 class AntigravityDialect(GeminiDialect):
-    """Google Cloud Code (v1internal): the Gemini body inside an envelope, answers wrapped in
-    `{"response": ...}` (bodies already unwrapped are taken as they are)."""
+    """Google Cloud Code (v1internal): the Gemini body inside an envelope (which the pool adds,
+    as it knows the account's project), answers wrapped in `{"response": ...}` (bodies already
+    unwrapped are taken as they are)."""
 
     name = "antigravity"
     unwrap = True
-
-    @staticmethod
-    def wrap_envelope(
-        inner: dict[str, Any], *, project: str, model: str, request_id: str, user_agent: str = "antigravity"
-    ) -> dict[str, Any]:
-        return {
-            "project": project,
-            "model": _model_name(model),
-            "request": inner,
-            "userAgent": user_agent,
-            "requestType": "agent",
-            "requestId": request_id,
-        }
-
-    @staticmethod
-    def count_tokens_envelope(inner: dict[str, Any], model: str) -> dict[str, Any]:
-        return {"request": {"model": f"models/{_model_name(model)}", "contents": inner["contents"]}}
 
 
 caller = GeminiCaller()

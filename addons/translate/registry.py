@@ -19,11 +19,3 @@ DIALECTS: dict[str, UpstreamDialect] = {
     "openai": openai_chat.upstream,
     "anthropic": anthropic.upstream,
 }
-
-# Caller protocol -> the upstream dialects that speak it natively: their bodies pass through
-# with only the model changed, which keeps unknown fields and thinking signatures intact.
-NATIVE: dict[str, frozenset[str]] = {
-    "gemini": frozenset({"gemini", "antigravity"}),
-    "anthropic": frozenset({"anthropic"}),
-    "openai_chat": frozenset({"openai"}),
-}

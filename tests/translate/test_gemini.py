@@ -1004,21 +1004,9 @@ def test_decode_response_rejects_non_answers(body: Any) -> None:
         g.upstream.decode_response(body)
 
 
-def test_antigravity_envelopes() -> None:
+def test_antigravity_inner_body() -> None:
     inner = g.antigravity.encode_request(_request(c.Message("user", [c.Text("hi")])), "gemini-3-pro-preview")
     assert inner == {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
-    envelope = g.antigravity.wrap_envelope(inner, project="proj-123", model="models/gemini-3-pro-preview", request_id="req-1")
-    assert envelope == {
-        "project": "proj-123",
-        "model": "gemini-3-pro-preview",
-        "request": inner,
-        "userAgent": "antigravity",
-        "requestType": "agent",
-        "requestId": "req-1",
-    }
-    assert g.antigravity.count_tokens_envelope(inner, "gemini-3-pro-preview") == {
-        "request": {"model": "models/gemini-3-pro-preview", "contents": inner["contents"]}
-    }
     assert (g.upstream.name, g.antigravity.name, g.caller.name) == ("gemini", "antigravity", "gemini")
 
 

@@ -1,0 +1,98 @@
+"""Thought signatures across callers and upstreams.
+
+Gemini signs its thoughts and function calls and refuses a later turn whose calls come back
+unsigned; Anthropic refuses thinking blocks signed by anyone else. Callers that speak OpenAI
+(or Anthropic, for a call's signature) cannot carry these, so the gateway keeps them here,
+bounded, keyed by tool call id or thought text, and puts them back on the next turn. Before a
+history goes to an upstream, signatures known to come from another family of upstream are
+removed (a thought becomes plain text) instead of sending what that upstream would reject.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections import OrderedDict
+
+from .translate import canonical as c
+
+# Upstream dialect -> whose signatures it accepts.
+FAMILIES: dict[str, str] = {"antigravity": "google", "gemini": "google", "anthropic": "anthropic", "openai": "openai"}
+
+
+class _Bounded(OrderedDict[str, tuple[str, str]]):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: str, value: tuple[str, str]) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+def _thought_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class SignatureCache:
+    def __init__(self, limit: int = 20_000) -> None:
+        self._by_call = _Bounded(limit)  # tool call id -> (signature, family)
+        self._by_thought = _Bounded(limit)  # hash of thought text -> (signature, family)
+        self._origin = _Bounded(limit)  # signature -> (family, "")
+
+    def remember(self, parts: list[c.Part], dialect: str) -> None:
+        """Notes the signatures of an answer that came from `dialect`."""
+        family = FAMILIES.get(dialect, dialect)
+        for part in parts:
+            signature = getattr(part, "signature", None)
+            if not signature:
+                continue
+            self._origin.put(signature, (family, ""))
+            if isinstance(part, c.ToolCall):
+                self._by_call.put(part.id, (signature, family))
+            elif isinstance(part, c.Thinking) and part.text:
+                self._by_thought.put(_thought_key(part.text), (signature, family))
+
+    def restore(self, request: c.Request) -> None:
+        """Puts known signatures back on the parts a caller sent without them (in place)."""
+        if not (self._by_call or self._by_thought):
+            return
+        for message in request.messages:
+            if message.role != "assistant":
+                continue
+            for part in message.parts:
+                if isinstance(part, c.ToolCall) and not part.signature and part.id in self._by_call:
+                    part.signature = self._by_call[part.id][0]
+                elif isinstance(part, c.Thinking) and not part.signature and part.text:
+                    if (known := self._by_thought.get(_thought_key(part.text))) is not None:
+                        part.signature = known[0]
+
+    def for_upstream(self, request: c.Request, dialect: str) -> c.Request:
+        """The request as `dialect` can take it: foreign signatures removed. The same object
+        when there is nothing to remove, a copy otherwise (other accounts may need the original)."""
+        family = FAMILIES.get(dialect, dialect)
+        if not any(self._foreign(part, family) for m in request.messages for part in m.parts):
+            return request
+        request = copy.deepcopy(request)
+        for message in request.messages:
+            kept: list[c.Part] = []
+            for part in message.parts:
+                if not self._foreign(part, family):
+                    kept.append(part)
+                elif isinstance(part, c.Thinking):
+                    if part.text and not part.redacted:
+                        kept.append(c.Text(part.text))
+                else:
+                    part.signature = None  # type: ignore[union-attr]
+                    kept.append(part)
+            message.parts = kept or [c.Text(".")]
+        return request
+
+    def _foreign(self, part: c.Part, family: str) -> bool:
+        signature = getattr(part, "signature", None)
+        if not signature:
+            return False
+        origin = self._origin.get(signature)
+        return origin is not None and origin[0] != family

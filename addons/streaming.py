@@ -1,0 +1,138 @@
+"""A caller's stream, made from an upstream's: what the relay replays, chunk by chunk.
+
+Upstream bytes are decoded into canonical events as they arrive (for usage, thought signatures
+and errors) and rendered for the caller either from those events (`Translated`) or, when both
+sides speak one protocol, from the upstream's own events (`Native`). After the first byte has
+gone out, a failure becomes the caller protocol's error event, never a silent stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from pool.dispatch import Exchange
+from pool.health import ErrorClass, Verdict, network_failure
+
+from .translate import canonical as c
+from .translate.passthrough import Passthrough
+from .translate.protocol import StreamDecoder, StreamEncoder
+
+log = logging.getLogger("switchyard")
+
+
+class Output(Protocol):
+    def chunk(self, raw: bytes, events: list[c.Event]) -> bytes: ...
+
+    def end(self, events: list[c.Event]) -> bytes: ...
+
+
+@dataclass(slots=True)
+class Translated:
+    """Renders canonical events in the caller's protocol."""
+
+    encoder: StreamEncoder
+
+    def chunk(self, raw: bytes, events: list[c.Event]) -> bytes:
+        return self.encoder.encode(events) if events else b""
+
+    def end(self, events: list[c.Event]) -> bytes:
+        return self.encoder.encode(events)
+
+
+@dataclass(slots=True)
+class Native:
+    """Forwards the upstream's own events; the events only tell whether it ended in error."""
+
+    passthrough: Passthrough
+    error_body: Callable[[int, str, str | None], dict[str, Any]]
+
+    def chunk(self, raw: bytes, events: list[c.Event]) -> bytes:
+        return self.passthrough.feed(raw)
+
+    def end(self, events: list[c.Event]) -> bytes:
+        error = next((e for e in events if isinstance(e, c.StreamError)), None)
+        body = self.error_body(error.status, error.message, error.kind) if error else None
+        return self.passthrough.close(body)
+
+
+@dataclass(slots=True)
+class Prefetched:
+    """What was read before the caller got anything: the bytes and the events they made."""
+
+    raw: list[bytes]
+    events: list[c.Event]
+    chunks: AsyncIterator[bytes]
+
+
+async def prefetch(exchange: Exchange, decoder: StreamDecoder) -> Prefetched | Verdict:
+    """Reads until the first real event. A stream that fails or ends before it is a failure of
+    the account, and the request can still go to another one."""
+    chunks = exchange.response.aiter_bytes()
+    raw: list[bytes] = []
+    events: list[c.Event] = []
+    try:
+        async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
+            async for chunk in chunks:
+                raw.append(chunk)
+                if events := decoder.feed(chunk):
+                    break
+            else:
+                events = decoder.close()
+    except (httpx.HTTPError, TimeoutError) as e:
+        return network_failure(e)
+    if events and not isinstance(events[0], c.StreamError):
+        return Prefetched(raw, events, chunks)
+    message = events[0].message if events else "empty stream"  # type: ignore[union-attr]
+    return Verdict(ErrorClass.SERVER, f"upstream stream failed before its first event: {message}", 200)
+
+
+async def body(
+    exchange: Exchange,
+    decoder: StreamDecoder,
+    output: Output,
+    start: Prefetched,
+    observe: Callable[[list[c.Event]], None],
+    done: Callable[[Verdict | None, bool], None],
+) -> AsyncIterator[bytes]:
+    """The caller's stream. `observe` sees every event; `done(verdict, finished)` is called
+    once at the end (`finished` False when the caller went away first)."""
+    verdict: Verdict | None = None
+    finished = False
+    try:
+        observe(start.events)
+        head = b"".join(output.chunk(raw, []) for raw in start.raw[:-1])
+        yield head + output.chunk(start.raw[-1], start.events)
+        closing: list[c.Event]
+        try:
+            async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
+                async for chunk in start.chunks:
+                    events = decoder.feed(chunk)
+                    observe(events)
+                    if out := output.chunk(chunk, events):
+                        yield out
+            closing = decoder.close()
+        except TimeoutError:
+            verdict = Verdict(ErrorClass.TIMEOUT, "the upstream did not finish within request_timeout")
+            closing = [c.StreamError(verdict.message, 504, "timeout")]
+        except httpx.HTTPError as e:
+            verdict = network_failure(e)
+            closing = [c.StreamError(f"the upstream connection broke mid-stream: {verdict.message}", 502)]
+        observe(closing)
+        failed = next((e for e in closing if isinstance(e, c.StreamError)), None)
+        if verdict is None and failed is not None:
+            verdict = Verdict(ErrorClass.SERVER, failed.message, 200)
+        finished = True
+        yield output.end(closing)
+    finally:
+        await exchange.response.aclose()
+        try:
+            done(verdict, finished)
+        except Exception:  # bookkeeping must not cut the caller's stream
+            log.exception("finishing a stream's bookkeeping failed")

@@ -1,0 +1,107 @@
+"""Same protocol on both sides: the upstream's own events reach the caller as they are.
+
+Going through the canonical form would drop what it has no place for (Anthropic's
+`cache_control` and beta fields, Gemini's safety ratings and grounding, unknown future fields).
+When caller and upstream speak one protocol, bodies pass with only the model and credentials
+changed, and streams are forwarded event by event: whole events only, so a cut-off upstream
+never leaves half an event in front of the error the caller gets instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .sse import SSEParser, ServerSentEvent
+
+# Caller protocol -> the upstream dialects that speak it natively.
+NATIVE: dict[str, frozenset[str]] = {
+    "gemini": frozenset({"gemini", "antigravity"}),
+    "anthropic": frozenset({"anthropic"}),
+    "openai_chat": frozenset({"openai"}),
+}
+
+
+def is_native(caller: str, dialect: str) -> bool:
+    return dialect in NATIVE.get(caller, ())
+
+
+def request_body(caller: str, dialect: str, body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
+    """The caller's body for the upstream: its model replaced (Gemini names it in the URL)."""
+    if caller == "gemini":
+        return body
+    out = dict(body, model=model)
+    if caller == "openai_chat" and stream:
+        # The gateway needs usage for every stream; `Passthrough` hides it when not asked for.
+        out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return out
+
+
+def response_body(dialect: str, raw: bytes) -> bytes:
+    """A whole upstream answer for the caller: v1internal's `{"response": ...}` unwrapped."""
+    if dialect != "antigravity":
+        return raw
+    data = json.loads(raw)
+    if isinstance(data, dict) and isinstance(inner := data.get("response"), dict):
+        return json.dumps(inner, separators=(",", ":"), ensure_ascii=False).encode()
+    return raw
+
+
+class Passthrough:
+    """Forwards an upstream stream to a caller of the same protocol, event by event."""
+
+    def __init__(self, caller: str, dialect: str, *, sse: bool = True, caller_wants_usage: bool = True) -> None:
+        self._caller = caller
+        self._unwrap = dialect == "antigravity"
+        self._sse = sse or caller != "gemini"
+        self._hide_usage = caller == "openai_chat" and not caller_wants_usage
+        self._parser = SSEParser()
+        self._opened = False  # Gemini's JSON-array form: "[" written
+
+    def feed(self, chunk: bytes) -> bytes:
+        return b"".join(self._event(e) for e in self._parser.feed(chunk))
+
+    def close(self, error: dict[str, Any] | None = None) -> bytes:
+        """The rest of the stream; with `error` (the caller protocol's `error_body`) the
+        stream ends with that error event instead of silently."""
+        out = b"".join(self._event(e) for e in self._parser.close())
+        if error is not None:
+            out += self._error(error)
+        if not self._sse:
+            out += b"]" if self._opened else b"[]"
+        return out
+
+    def _error(self, body: dict[str, Any]) -> bytes:
+        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        match self._caller:
+            case "anthropic":
+                return b"event: error\ndata: " + data.encode() + b"\n\n"
+            case "openai_chat":
+                return b"data: " + data.encode() + b"\n\ndata: [DONE]\n\n"
+        return self._gemini(data)
+
+    def _event(self, event: ServerSentEvent) -> bytes:
+        data = event.data
+        if self._caller == "gemini":
+            if self._unwrap and '"response"' in data:
+                data = _unwrapped(data)
+            return self._gemini(data)
+        if self._hide_usage and '"choices":[]' in data.replace(" ", "") and '"usage"' in data:
+            return b""
+        head = b"event: " + event.event.encode() + b"\n" if event.event else b""
+        return head + b"data: " + data.encode() + b"\n\n"
+
+    def _gemini(self, data: str) -> bytes:
+        if self._sse:
+            return b"data: " + data.encode() + b"\r\n\r\n"
+        prefix = b",\r\n" if self._opened else b"["
+        self._opened = True
+        return prefix + data.encode()
+
+
+def _unwrapped(data: str) -> str:
+    try:
+        inner = json.loads(data).get("response")
+    except (ValueError, AttributeError):
+        return data  # not ours to judge: the decoder reading along reports it
+    return json.dumps(inner, separators=(",", ":"), ensure_ascii=False) if isinstance(inner, dict) else data
