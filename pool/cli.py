@@ -274,9 +274,10 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="switchyard", description="A local AI gateway built on mitmproxy.")
     commands = top.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="start the gateway (mitmdump, or mitmweb with --web)")
+    run = commands.add_parser(
+        "run", help="start the gateway (mitmdump, or mitmweb with --web)", epilog="other arguments go to mitmproxy"
+    )
     run.add_argument("--web", action="store_true", help="with mitmweb's inspection UI")
-    run.add_argument("mitmproxy_args", nargs=argparse.REMAINDER, help="passed on to mitmproxy")
     run.set_defaults(handler=cmd_run)
 
     accounts = commands.add_parser("accounts", help="manage the pool's accounts").add_subparsers(
@@ -322,7 +323,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    if args.command == "run":
+        args.mitmproxy_args = extra  # e.g. -q, --set web_port=8090
+    elif extra:
+        top.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = args.handler(args, home())
     except (CliError, ConfigError, StoreError) as e:

@@ -1,0 +1,233 @@
+"""Switchyard's benchmark: what the gateway adds on top of its upstream, next to bare mitmdump.
+
+    .venv/bin/python scripts/bench.py [--requests 400] [--quick]
+
+In one run, against the simulated upstream (one process), it measures p50/p99 latency and
+requests per second for:
+  (a) the simulated upstream directly (a v1internal generateContent call),
+  (b) bare `mitmdump -q` as a reverse proxy in front of it (the same call),
+  (c) Switchyard (`switchyard run -q`): OpenAI chat in, a Google account out, whole answers,
+      and streams (time to the first content chunk and to the end),
+at concurrency 1 and 16, and prints a table. The client is a minimal keep-alive HTTP/1.1
+client on asyncio, so its own cost stays small and equal for all rows. Numbers on a 2-core
+machine are noisy: compare rows of one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import tomli_w
+
+TOP = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(TOP / "scripts"))
+
+from demo import free_port, start_sim, wait_healthy  # noqa: E402
+
+
+# --- a small client ----------------------------------------------------------------------------
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> "Connection":
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[float, float]:
+        """Sends one request; returns (seconds to the first body chunk, seconds to the end)."""
+        head = f"POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        start = time.perf_counter()
+        self.writer.write(head.encode() + b"\r\n" + body)
+        status_line = await self.reader.readline()
+        if b" 200 " not in status_line:
+            raise RuntimeError(f"unexpected answer: {status_line!r}")
+        length, chunked = None, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "transfer-encoding" and "chunked" in value:
+                chunked = True
+        first = None
+        if not chunked:
+            await self.reader.readexactly(length or 0)
+            first = time.perf_counter() - start
+        else:
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0], 16)
+                if size == 0:
+                    await self.reader.readline()
+                    break
+                data = await self.reader.readexactly(size + 2)
+                if first is None and b"content" in data or first is None and b'"text"' in data:
+                    first = time.perf_counter() - start
+        end = time.perf_counter() - start
+        return (first if first is not None else end), end
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Result:
+    name: str
+    concurrency: int
+    first: list[float]
+    total: list[float]
+    seconds: float
+
+    @staticmethod
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000
+
+    def row(self) -> str:
+        rps = len(self.total) / self.seconds
+        return (
+            f"{self.name:34} {self.concurrency:>3}  p50 {self.pct(self.total, 0.5):7.2f} ms  p99 {self.pct(self.total, 0.99):7.2f} ms"
+            f"  first p50 {self.pct(self.first, 0.5):7.2f} ms  {rps:7.0f} req/s"
+        )
+
+
+async def measure(name: str, port: int, path: str, body: bytes, headers: dict[str, str], concurrency: int, count: int) -> Result:
+    connections = [await Connection.open(port) for _ in range(concurrency)]
+    for conn in connections:  # warm-up
+        for _ in range(5):
+            await conn.post(path, body, headers)
+    first: list[float] = []
+    total: list[float] = []
+    per_conn = count // concurrency
+
+    async def worker(conn: Connection) -> None:
+        for _ in range(per_conn):
+            f, t = await conn.post(path, body, headers)
+            first.append(f)
+            total.append(t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in connections))
+    seconds = time.perf_counter() - start
+    for conn in connections:
+        conn.close()
+    return Result(name, concurrency, first, total, seconds)
+
+
+# --- the parts ---------------------------------------------------------------------------------
+
+
+def spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=400, help="requests per row (default 400)")
+    parser.add_argument("--quick", action="store_true", help="100 requests per row")
+    args = parser.parse_args()
+    count = 100 if args.quick else args.requests
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as tmp:
+        home = Path(tmp)
+        try:
+            sim_proc, sim = start_sim(home / "sim.log")
+            procs.append(sim_proc)
+            sim_port = int(sim.rsplit(":", 1)[1])
+            token = httpx.post(f"{sim}/token", data={
+                "grant_type": "refresh_token", "client_id": "sim-client-id", "client_secret": "sim-client-secret",
+                "refresh_token": "sim-demo-refresh-1",
+            }).json()["access_token"]
+            envelope = json.dumps({
+                "project": "demo-project-1", "model": "gemini-2.5-flash", "userAgent": "antigravity",
+                "requestType": "agent", "requestId": "bench",
+                "request": {"contents": [{"role": "user", "parts": [{"text": "hello benchmark"}]}]},
+            }).encode()
+            direct_headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+
+            mitm_port = free_port()
+            procs.append(spawn([str(BIN / "mitmdump"), "-q", "--mode", f"reverse:{sim}@127.0.0.1:{mitm_port}"]))
+
+            gw_port = free_port()
+            api_key = "sk-bench-" + os.urandom(6).hex()
+            (home / "config.toml").write_bytes(tomli_w.dumps({
+                "proxy": {"port": gw_port, "api_key": api_key, "request_timeout": 60},
+                "upstreams": {"antigravity": {
+                    "endpoints": [f"{sim}/v1internal"], "token_url": f"{sim}/token",
+                    "client_id": "sim-client-id", "client_secret": "sim-client-secret",
+                }},
+            }).encode())
+            env = {**os.environ, "SWITCHYARD_HOME": str(home)}
+            subprocess.run([str(BIN / "switchyard"), "accounts", "add-google", "--refresh-token", "sim-demo-refresh-1",
+                            "--email", "demo1@example.com"], env=env, check=True, stdout=subprocess.DEVNULL)
+            gateway = spawn([str(BIN / "switchyard"), "run", "-q"], env)
+            procs.append(gateway)
+            wait_port(mitm_port)
+            wait_healthy(f"http://127.0.0.1:{gw_port}", gateway)
+            time.sleep(1.0)  # let the pool's first quota refresh finish
+
+            chat = json.dumps({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hello benchmark"}]}).encode()
+            stream = json.dumps({"model": "gemini-2.5-flash", "stream": True,
+                                 "messages": [{"role": "user", "content": "hello benchmark"}]}).encode()
+            gw_headers = {"authorization": f"Bearer {api_key}", "content-type": "application/json"}
+            rows = [
+                ("(a) simulated upstream", sim_port, "/v1internal:generateContent", envelope, direct_headers),
+                ("(b) bare mitmdump pass-through", mitm_port, "/v1internal:generateContent", envelope, direct_headers),
+                ("(c) switchyard chat, whole", gw_port, "/v1/chat/completions", chat, gw_headers),
+                ("(c) switchyard chat, stream", gw_port, "/v1/chat/completions", stream, gw_headers),
+            ]
+            results: list[Result] = []
+            for concurrency in (1, 16):
+                for name, port, path, body, headers in rows:
+                    results.append(asyncio.run(measure(name, port, path, body, headers, concurrency, count)))
+                    print(results[-1].row(), flush=True)
+            print()
+            for concurrency in (1, 16):
+                by = {r.name: r for r in results if r.concurrency == concurrency}
+                base = Result.pct(by["(a) simulated upstream"].total, 0.5)
+                mitm = Result.pct(by["(b) bare mitmdump pass-through"].total, 0.5) - base
+                whole = Result.pct(by["(c) switchyard chat, whole"].total, 0.5) - base
+                streamed = Result.pct(by["(c) switchyard chat, stream"].first, 0.5) - base
+                print(
+                    f"c={concurrency:<2} added p50 over the upstream: mitmdump {mitm:6.2f} ms, switchyard whole "
+                    f"{whole:6.2f} ms ({whole / mitm:4.2f}x), stream first chunk {streamed:6.2f} ms ({streamed / mitm:4.2f}x)"
+                )
+        finally:
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
