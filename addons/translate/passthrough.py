@@ -64,9 +64,11 @@ class Passthrough:
     def close(self, error: dict[str, Any] | None = None) -> bytes:
         """The rest of the stream; with `error` (the caller protocol's `error_body`) the
         stream ends with that error event instead of silently."""
-        out = b"".join(self._event(e) for e in self._parser.close())
-        if error is not None:
-            out += self._error(error)
+        tail = self._parser.close()
+        if error is None:
+            out = b"".join(self._event(e) for e in tail)
+        else:
+            out = self._error(error)  # a cut-off last event is dropped, not forwarded half
         if not self._sse:
             out += b"]" if self._opened else b"[]"
         return out

@@ -1,0 +1,114 @@
+"""Same-protocol pass-through framing, the signature cache and the Responses history store."""
+
+from __future__ import annotations
+
+import json
+
+from addons.conversations import ResponseHistory
+from addons.signatures import SignatureCache
+from addons.translate import canonical as c
+from addons.translate.passthrough import Passthrough, request_body, response_body
+
+
+def _feed_bytewise(stream: Passthrough, data: bytes) -> bytes:
+    return b"".join(stream.feed(data[i : i + 1]) for i in range(len(data)))
+
+
+def test_anthropic_events_pass_unchanged_and_whole():
+    upstream = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","cache_control":"kept"}}\n\n'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"type":"text_delta","text":"hi"}}\n\n'
+    )
+    stream = Passthrough("anthropic", "anthropic")
+    out = _feed_bytewise(stream, upstream + b"event: content_block_st")  # a cut-off last event
+    assert out == upstream  # only whole events go out
+    end = stream.close({"type": "error", "error": {"type": "api_error", "message": "cut"}})
+    assert end.startswith(b"event: content_block_st") is False
+    assert b"event: error\ndata: " in end and b'"cut"' in end
+
+
+def test_gemini_unwraps_v1internal_and_frames_arrays():
+    events = b"".join(
+        b"data: " + json.dumps({"response": {"candidates": [{"content": {"parts": [{"text": t}]}}], "extra": 1}}).encode() + b"\r\n\r\n"
+        for t in ("a", "b")
+    )
+    sse = Passthrough("gemini", "antigravity", sse=True)
+    out = sse.feed(events) + sse.close()
+    assert out.count(b"data: ") == 2 and b'"response"' not in out and b'"extra":1' in out
+    array = Passthrough("gemini", "antigravity", sse=False)
+    body = array.feed(events) + array.close()
+    parsed = json.loads(body)
+    assert [p["candidates"][0]["content"]["parts"][0]["text"] for p in parsed] == ["a", "b"]
+    empty = Passthrough("gemini", "gemini", sse=False)
+    assert json.loads(empty.close({"error": {"code": 502, "message": "x"}})) == [{"error": {"code": 502, "message": "x"}}]
+
+
+def test_openai_usage_chunk_hidden_unless_asked():
+    chunks = (
+        b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":1}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    hidden = Passthrough("openai_chat", "openai", caller_wants_usage=False)
+    assert b"usage" not in hidden.feed(chunks) + hidden.close()
+    shown = Passthrough("openai_chat", "openai", caller_wants_usage=True)
+    assert b"usage" in shown.feed(chunks)
+
+
+def test_request_and_response_bodies():
+    body = {"model": "gpt-4o", "messages": [], "stream": True, "stream_options": {"x": 1}, "unknown_field": 5}
+    out = request_body("openai_chat", "openai", body, "gpt-4.1", stream=True)
+    assert out["model"] == "gpt-4.1" and out["unknown_field"] == 5
+    assert out["stream_options"] == {"x": 1, "include_usage": True}
+    assert body["model"] == "gpt-4o"  # the caller's body is not changed
+    gemini = {"contents": [], "safetySettings": [1]}
+    assert request_body("gemini", "antigravity", gemini, "m", stream=False) is gemini
+    wrapped = json.dumps({"response": {"candidates": []}, "traceId": "t"}).encode()
+    assert json.loads(response_body("antigravity", wrapped)) == {"candidates": []}
+    assert response_body("gemini", b"raw") == b"raw"
+
+
+def _history(*parts: c.Part) -> c.Request:
+    return c.Request(model="m", messages=[c.Message("user", [c.Text("q")]), c.Message("assistant", list(parts))])
+
+
+def test_signatures_come_back_for_callers_that_cannot_carry_them():
+    cache = SignatureCache()
+    cache.remember([c.Thinking("pondering", "sig-think"), c.ToolCall("call_1", "f", {}, "sig-call")], "antigravity")
+    request = _history(c.Thinking("pondering"), c.ToolCall("call_1", "f", {}))
+    cache.restore(request)
+    thinking, call = request.messages[1].parts
+    assert (thinking.signature, call.signature) == ("sig-think", "sig-call")
+
+
+def test_foreign_signatures_degrade_for_another_upstream():
+    cache = SignatureCache()
+    cache.remember([c.Thinking("pondering", "g-sig"), c.ToolCall("call_1", "f", {}, "g-call")], "gemini")
+    request = _history(c.Thinking("pondering", "g-sig"), c.ToolCall("call_1", "f", {}, "g-call"))
+    same = cache.for_upstream(request, "antigravity")
+    assert same is request  # nothing foreign for another Google upstream
+    other = cache.for_upstream(request, "anthropic")
+    assert other is not request
+    text, call = other.messages[1].parts
+    assert text == c.Text("pondering") and call.signature is None
+    assert request.messages[1].parts[1].signature == "g-call"  # the original stays for other accounts
+    unknown = _history(c.Thinking("t", "someone-elses"))
+    assert cache.for_upstream(unknown, "anthropic") is unknown  # unknown origin: left alone
+
+
+def test_cache_is_bounded():
+    cache = SignatureCache(limit=3)
+    for n in range(10):
+        cache.remember([c.ToolCall(f"call_{n}", "f", {}, f"s{n}")], "gemini")
+    request = _history(c.ToolCall("call_0", "f", {}), c.ToolCall("call_9", "f", {}))
+    cache.restore(request)
+    assert [p.signature for p in request.messages[1].parts] == [None, "s9"]
+
+
+def test_history_store_is_bounded_by_size():
+    store = ResponseHistory(budget_chars=100, max_entries=10)
+    store.put("a", [c.Message("user", [c.Text("x" * 60)])])
+    store.put("b", [c.Message("user", [c.Text("y" * 60)])])
+    assert store.get("a") is None and store.get("b") is not None
+    store.put("huge", [c.Message("user", [c.Text("z" * 500)])])
+    assert store.get("huge") is None and store.get("b") is not None
