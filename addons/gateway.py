@@ -183,6 +183,15 @@ class Gateway:
         item = body["models"][0] if "models" in body else body["data"][0]
         flow.response = answers.json_response(200, item)
 
+    def _route_model(self, requested: str) -> str:
+        assert self.pool is not None
+        pool, now = self.pool, time.time()
+
+        def served(name: str) -> bool:
+            return any(pool.serves(account, name, now) for account in pool.accounts)
+
+        return mapping.resolve(requested, pool.config.model_mapping, served)
+
     # --- generation ----------------------------------------------------------------------------------
     def _decode(self, flow: http.HTTPFlow, route: routes.Route) -> tuple[dict[str, Any], c.Request]:
         body = self._json_body(flow)
@@ -208,7 +217,7 @@ class Gateway:
         assert self.pool is not None
         body, request = self._decode(flow, route)
         self.signatures.restore(request)
-        model = mapping.resolve(request.model, self.pool.config.model_mapping)
+        model = self._route_model(request.model)
         t.requested_model, t.stream = request.model, request.stream
 
         def encode(dialect: str, upstream_model: str) -> dict[str, Any]:
@@ -337,7 +346,7 @@ class Gateway:
         caller: Any = registry.CALLERS[route.protocol]
         body = self._json_body(flow)
         request = caller.decode_count_request(body, model=route.model)
-        model = mapping.resolve(request.model, self.pool.config.model_mapping)
+        model = self._route_model(request.model)
         t.requested_model = request.model
 
         def encode(dialect: str, upstream_model: str) -> dict[str, Any]:

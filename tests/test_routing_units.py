@@ -112,3 +112,14 @@ def test_backoff_without_hints_doubles_up_to_the_cap():
 @pytest.mark.parametrize(("text", "seconds"), [("1.2s", 1.2), ("2h1m1s", 7261), ("500ms", 0.5), ("34m12.5s", 2052.5), ("", None), ("soon", None)])
 def test_durations(text, seconds):
     assert health.parse_duration(text) == seconds
+
+
+def test_builtin_names_route_to_what_is_served():
+    served = {"gemini-2.5-flash", "gemini-2.5-pro", "claude-sonnet-4-5"}.__contains__
+    assert mapping.resolve("claude-opus-4-1", {}, served) == "gemini-2.5-pro"
+    assert mapping.resolve("claude-sonnet-4-5-20250929", {}, served) == "claude-sonnet-4-5"
+    assert mapping.resolve("gpt-5-codex", {}, served) == "gemini-2.5-pro"
+    assert mapping.resolve("gemini-2.5-flash", {}, served) == "gemini-2.5-flash"  # served as asked
+    assert mapping.resolve("gpt-5-codex", {"gpt-*": "claude-sonnet-4-5"}, served) == "claude-sonnet-4-5"  # config wins
+    assert mapping.resolve("mystery", {}, served) == "mystery"
+    assert mapping.resolve("claude-x", {}, lambda _: False) == "claude-x"
