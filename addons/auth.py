@@ -13,7 +13,7 @@ from .settings import Settings
 
 KEY_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
 KEY_PARAM = "key"
-OPEN_PATHS = {"/healthz"}  # what all_except_health leaves open
+OPEN_PATHS = {"/healthz", "/"}  # what all_except_health leaves open
 
 
 def presented_keys(request: http.Request) -> list[str]:

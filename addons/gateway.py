@@ -183,12 +183,13 @@ class Gateway:
         item = body["models"][0] if "models" in body else body["data"][0]
         flow.response = answers.json_response(200, item)
 
-    def _route_model(self, requested: str) -> str:
+    async def _route_model(self, requested: str) -> str:
         assert self.pool is not None
-        pool, now = self.pool, time.time()
+        pool = self.pool
+        await pool.know_models()
 
         def served(name: str) -> bool:
-            return any(pool.serves(account, name, now) for account in pool.accounts)
+            return any(pool.serves(account, name) for account in pool.accounts)
 
         return mapping.resolve(requested, pool.config.model_mapping, served)
 
@@ -217,21 +218,33 @@ class Gateway:
         assert self.pool is not None
         body, request = self._decode(flow, route)
         self.signatures.restore(request)
-        model = self._route_model(request.model)
+        model = await self._route_model(request.model)
         t.requested_model, t.stream = request.model, request.stream
 
         def encode(dialect: str, upstream_model: str) -> dict[str, Any]:
-            if passthrough.is_native(route.protocol, dialect):
+            if passthrough.is_native(route.protocol, dialect) and self.signatures.honoured(request, dialect):
                 return passthrough.request_body(route.protocol, dialect, body, upstream_model, stream=request.stream)
             upstream_request = self.signatures.for_upstream(request, dialect)
             return registry.DIALECTS[dialect].encode_request(upstream_request, upstream_model)
 
         session = session_key(headers, body, request)
-        call = Call(model=model, operation="generate", stream=request.stream, encode=encode, session=session)
+        call = Call(
+            model=model, operation="generate", stream=request.stream, encode=encode, session=session,
+            forward=self._forwarded(route, headers),
+        )
         if request.stream:
             await self._stream(flow, route, request, call, t)
         else:
             await self._whole(flow, route, request, call, t)
+
+    @staticmethod
+    def _forwarded(route: routes.Route, headers: dict[str, str]) -> dict[str, dict[str, str]]:
+        """Caller headers that belong to the body: an Anthropic body's betas (Claude Code puts a
+        system message inside `messages` under one) must reach an Anthropic upstream with it."""
+        if route.protocol != "anthropic":
+            return {}
+        kept = {name: headers[name] for name in ("anthropic-beta", "anthropic-version") if name in headers}
+        return {"anthropic": kept} if kept else {}
 
     async def _whole(self, flow: http.HTTPFlow, route: routes.Route, request: c.Request, call: Call, t: trace.Trace) -> None:
         """Reads the whole upstream answer, then answers the caller in its protocol."""
@@ -346,7 +359,7 @@ class Gateway:
         caller: Any = registry.CALLERS[route.protocol]
         body = self._json_body(flow)
         request = caller.decode_count_request(body, model=route.model)
-        model = self._route_model(request.model)
+        model = await self._route_model(request.model)
         t.requested_model = request.model
 
         def encode(dialect: str, upstream_model: str) -> dict[str, Any]:

@@ -10,9 +10,17 @@ if _root not in sys.path:
 
 from addons.auth import ClientAuth  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
-from addons.monitor import Monitor  # noqa: E402
+from addons.metrics import Metrics  # noqa: E402
+from addons.monitor import FlowCap, Monitor, Quiet  # noqa: E402
 from addons.settings import Settings  # noqa: E402
+from addons.usage import UsageLedger  # noqa: E402
 
 settings = Settings()
 
-addons = [settings, ClientAuth(settings), Gateway(settings), Monitor()]
+gateway = Gateway(settings)
+metrics = Metrics(lambda: gateway.pool)
+ledger = UsageLedger(settings)
+
+addons = [
+    settings, Quiet(), ClientAuth(settings), metrics, gateway, ledger, Monitor(ledger, metrics), FlowCap(settings),
+]

@@ -23,6 +23,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str, bool | None]] = [
     (method, re.compile(pattern), protocol, operation, stream)
     for method, pattern, protocol, operation, stream in [
         ("GET", r"/healthz", "local", "health", None),
+        ("GET", r"/", "local", "health", None),
+        ("HEAD", r"/", "local", "health", None),  # Claude Code's connectivity check
         ("GET", r"/metrics", "local", "metrics", None),
         ("POST", r"(?:/v1)?/chat/completions", "openai_chat", "generate", None),
         ("POST", r"(?:/v1)?/completions", "openai_completions", "generate", None),

@@ -10,6 +10,8 @@ removed (a thought becomes plain text) instead of sending what that upstream wou
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import hashlib
 from collections import OrderedDict
@@ -36,6 +38,17 @@ def _thought_key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _signature_key(signature: str) -> str:
+    """One key per signature whichever base64 alphabet a client sends it back in (google-genai
+    re-encodes Google's signatures URL-safe, with or without padding)."""
+    text = signature.strip().replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return signature
+    return hashlib.sha256(raw).hexdigest()
+
+
 class SignatureCache:
     def __init__(self, limit: int = 20_000) -> None:
         self._by_call = _Bounded(limit)  # tool call id -> (signature, family)
@@ -49,7 +62,7 @@ class SignatureCache:
             signature = getattr(part, "signature", None)
             if not signature:
                 continue
-            self._origin.put(signature, (family, ""))
+            self._origin.put(_signature_key(signature), (family, ""))
             if isinstance(part, c.ToolCall):
                 self._by_call.put(part.id, (signature, family))
             elif isinstance(part, c.Thinking) and part.text:
@@ -90,9 +103,25 @@ class SignatureCache:
             message.parts = kept or [c.Text(".")]
         return request
 
+    def honoured(self, request: c.Request, dialect: str) -> bool:
+        """Whether the request's signatures can go to `dialect` as the caller sent them: none
+        foreign, and (for Google) the first call of every model turn signed, as Gemini 3 demands.
+        Otherwise the request is translated, which repairs what it can."""
+        family = FAMILIES.get(dialect, dialect)
+        for message in request.messages:
+            first_call = True
+            for part in message.parts:
+                if self._foreign(part, family):
+                    return False
+                if isinstance(part, c.ToolCall) and message.role == "assistant" and first_call:
+                    first_call = False
+                    if family == "google" and not part.signature:
+                        return False
+        return True
+
     def _foreign(self, part: c.Part, family: str) -> bool:
         signature = getattr(part, "signature", None)
         if not signature:
             return False
-        origin = self._origin.get(signature)
+        origin = self._origin.get(_signature_key(signature))
         return origin is not None and origin[0] != family

@@ -9,13 +9,15 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from . import config as config_file
+from . import login
+from . import stats
 from .accounts import KINDS, Account, AccountStore, StoreError, new_id
 from .config import Config, ConfigError
 from .google import GoogleError
@@ -59,7 +61,8 @@ def cmd_add_google(args: argparse.Namespace, where: Home) -> int:
     if not token:
         raise CliError("--refresh-token must not be empty")
     account = Account(
-        id=new_id(), kind="google", secret=token, email=args.email, project=args.project, label=args.label or ""
+        id=new_id(), kind="google", secret=token, email=args.email, project=args.project, label=args.label or "",
+        priority=args.priority, max_concurrent=args.max_concurrent,
     )
     AccountStore(where.accounts_file).add(account)
     print(f"added google account {account.id} ({account.name})")
@@ -76,7 +79,7 @@ def cmd_add_key(args: argparse.Namespace, where: Home) -> int:
     models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
     account = Account(
         id=new_id(), kind=args.kind, secret=key, base_url=base_url, models=models,
-        priority=args.priority, label=args.label or "",
+        priority=args.priority, label=args.label or "", max_concurrent=args.max_concurrent,
     )
     AccountStore(where.accounts_file).add(account)
     print(f"added {args.kind} account {account.id} ({account.name}, key {account.public()['secret']})")
@@ -137,7 +140,8 @@ def cmd_list(args: argparse.Namespace, where: Home) -> int:
     accounts = AccountStore(where.accounts_file).load()
     state = StateFile(where.state_file).load()
     now = time.time()
-    rows = [_describe(a, state.of(a.id), now) for a in accounts]
+    threshold = _config(where).quota.threshold
+    rows = [_describe(a, state.of(a.id), now, threshold) for a in accounts]
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
@@ -148,7 +152,7 @@ def cmd_list(args: argparse.Namespace, where: Home) -> int:
     return 0
 
 
-def _describe(account: Account, state: AccountState, now: float) -> dict[str, Any]:
+def _describe(account: Account, state: AccountState, now: float, threshold: Callable[[str], float]) -> dict[str, Any]:
     data = account.public()
     cooldowns = {k: cd for k, cd in state.cooldowns.items() if cd.until > now}
     account_cd = cooldowns.get(ACCOUNT_SCOPE)
@@ -158,15 +162,31 @@ def _describe(account: Account, state: AccountState, now: float) -> dict[str, An
         cooldowns={k: {"until": cd.until, "error_class": cd.error_class, "message": cd.message} for k, cd in cooldowns.items()},
         last_error=state.last_error.model_dump() if state.last_error else None,
         validation_url=state.validation_url,
-        quota={m: q.model_dump() for m, q in sorted(state.quota.items())},
+        # "protected": under [quota] protect_below, so used only when no other account can serve
+        quota={
+            m: {**q.model_dump(), "protected": q.remaining is not None and q.remaining < threshold(m)}
+            for m, q in sorted(state.quota.items())
+        },
         quota_fetched_at=state.quota_fetched_at or None,
     )
     return data
 
 
 def _clock(ts: float, now: float) -> str:
-    fmt = "%H:%M" if ts - now < 86400 else "%Y-%m-%d %H:%M"
-    return time.strftime(fmt, time.localtime(ts))
+    """A moment as a user reads it: the time of day (with the date when not today), and how far."""
+    fmt = "%H:%M:%S" if abs(ts - now) < 43200 else "%Y-%m-%d %H:%M"
+    return f"{time.strftime(fmt, time.localtime(ts))} ({_span(ts - now)})"
+
+
+def _span(seconds: float) -> str:
+    ahead, s = seconds >= 0, int(abs(seconds))
+    if s >= 172800:
+        text = f"{s // 86400}d"
+    elif s >= 3600:
+        text = f"{s // 3600}h{s % 3600 // 60:02d}m"
+    else:
+        text = f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+    return f"in {text}" if ahead else f"{text} ago"
 
 
 def _status(row: dict[str, Any], now: float) -> str:
@@ -175,42 +195,58 @@ def _status(row: dict[str, Any], now: float) -> str:
     cooling = row["cooldowns"]
     if ACCOUNT_SCOPE in cooling:
         cd = cooling[ACCOUNT_SCOPE]
-        text = f"cooling until {_clock(cd['until'], now)} ({cd['error_class']})"
-        if row.get("validation_url") and cd["error_class"] == "validation_required":
-            text += f" verify at {row['validation_url']}"
-        return text
+        return f"cooling ({cd['error_class']}) until {_clock(cd['until'], now)}"
     if cooling:
-        return "ready; cooling: " + ", ".join(f"{m} until {_clock(cd['until'], now)} ({cd['error_class']})" for m, cd in cooling.items())
+        return f"ready; {len(cooling)} model{'s' if len(cooling) != 1 else ''} cooling"
     return "ready"
 
 
+def _grid(rows: list[tuple[str, ...]], indent: str = "") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def _table(rows: list[dict[str, Any]], now: float) -> str:
-    lines = []
-    header = ("ID", "KIND", "NAME", "PRI", "MODELS", "STATUS")
-    table = [header]
+    """One line per account, then per account its models (quota left, reset, cooldown), its
+    last error and what the user can do about a parked account."""
+    summary = [("ID", "KIND", "NAME", "PRI", "MAX", "STATUS")]
     for row in rows:
         name = row["label"] or row["email"] or "-"
-        models = ",".join(row["models"]) or "(default)"
-        table.append((row["id"], row["kind"], name, str(row["priority"]), models, _status(row, now)))
-    widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
-    for r in table:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1])
+        limit = str(row["max_concurrent"]) if row.get("max_concurrent") else "-"
+        summary.append((row["id"], row["kind"], name, str(row["priority"]), limit, _status(row, now)))
+    lines = _grid(summary)
     for row in rows:
-        extra = []
-        if row["quota"]:
-            quota = []
-            for model, q in row["quota"].items():
-                left = "?" if q["remaining"] is None else f"{q['remaining'] * 100:.0f}%"
-                reset = f" (resets {_clock(q['reset_at'], now)})" if q.get("reset_at") and (q["remaining"] or 0) < 1 else ""
-                quota.append(f"{model} {left}{reset}")
-            extra.append("quota: " + ", ".join(quota))
-        if row["last_error"]:
-            err = row["last_error"]
-            extra.append(f"last error {_clock(err['at'], now)}: {err['error_class']}: {err['message'][:120]}")
-        if extra:
-            lines.append(f"{row['id']}:")
-            lines.extend("    " + e for e in extra)
+        detail = _detail(row, now)
+        if detail:
+            lines += ["", f"{row['id']}  {row['label'] or row['email'] or row['kind']}", *detail]
     return "\n".join(lines)
+
+
+def _detail(row: dict[str, Any], now: float) -> list[str]:
+    cooling = row["cooldowns"]
+    models = sorted(set(row["quota"]) | (set(cooling) - {ACCOUNT_SCOPE}))
+    lines = [f"    serves {', '.join(row['models'])}"] if row["models"] else []
+    if models:
+        grid = [("MODEL", "LEFT", "RESETS", "COOLING")]
+        for model in models:
+            q = row["quota"].get(model) or {}
+            left = "-" if q.get("remaining") is None else f"{q['remaining'] * 100:.0f}%" + (" (kept for last)" if q.get("protected") else "")
+            reset = _clock(q["reset_at"], now) if q.get("reset_at") and (q.get("remaining") or 0) < 1 else "-"
+            cd = cooling.get(model)
+            grid.append((model, left, reset, f"{cd['error_class']} until {_clock(cd['until'], now)}" if cd else "-"))
+        lines += _grid(grid, "    ")
+    if row.get("quota_fetched_at"):
+        lines.append(f"    quota fetched {_clock(row['quota_fetched_at'], now)}")
+    if err := row["last_error"]:
+        where = f" {err['model']}" if err.get("model") and err["model"] != ACCOUNT_SCOPE else ""
+        status = f" {err['status']}" if err.get("status") else ""
+        lines.append(f"    last error {_clock(err['at'], now)}: {err['error_class']}{status}{where}: {err['message'][:160]}")
+    if row.get("validation_url") and cooling.get(ACCOUNT_SCOPE, {}).get("error_class") == "validation_required":
+        lines.append(f"    needs verification: open {row['validation_url']}")
+        lines.append(f"    then run `switchyard accounts enable {row['id']}`")
+    elif not row["enabled"] and str(row.get("disabled_reason") or "").startswith("invalid_grant"):
+        lines.append("    sign in again with `switchyard accounts login` (or add a new refresh token)")
+    return lines
 
 
 def cmd_remove(args: argparse.Namespace, where: Home) -> int:
@@ -221,12 +257,7 @@ def cmd_remove(args: argparse.Namespace, where: Home) -> int:
 
 def cmd_enable(args: argparse.Namespace, where: Home) -> int:
     AccountStore(where.accounts_file).modify(args.id, enabled=True, disabled_reason=None)
-    state_file = StateFile(where.state_file)
-    state = state_file.load()
-    record = state.of(args.id)
-    record.cooldowns.clear()
-    record.updated_at = time.time()
-    state_file.save(state)
+    StateFile(where.state_file).clear(args.id)
     print(f"enabled account {args.id}")
     return 0
 
@@ -234,6 +265,32 @@ def cmd_enable(args: argparse.Namespace, where: Home) -> int:
 def cmd_disable(args: argparse.Namespace, where: Home) -> int:
     AccountStore(where.accounts_file).modify(args.id, enabled=False, disabled_reason="disabled by the user")
     print(f"disabled account {args.id}")
+    return 0
+
+
+def cmd_set(args: argparse.Namespace, where: Home) -> int:
+    changes: dict[str, object] = {k: v for k in ("priority", "label") if (v := getattr(args, k)) is not None}
+    if args.max_concurrent is not None:
+        if args.max_concurrent < 0:
+            raise CliError("--max-concurrent must be 0 (no limit) or more")
+        changes["max_concurrent"] = args.max_concurrent or None
+    if not changes:
+        raise CliError("nothing to change: give --priority, --max-concurrent or --label")
+    AccountStore(where.accounts_file).modify(args.id, **changes)
+    print(f"updated account {args.id}: " + ", ".join(f"{k}={'no limit' if v is None else v}" for k, v in changes.items()))
+    return 0
+
+
+def cmd_login(args: argparse.Namespace, where: Home) -> int:
+    config = _config(where)
+    try:
+        found = asyncio.run(
+            login.login(config, open_browser=not args.no_browser, stdin=sys.stdin, say=lambda line: print(line, flush=True), timeout=args.timeout)
+        )
+    except login.LoginError as e:
+        raise CliError(str(e)) from None
+    account, created = login.save(where, found, args.label)
+    print(f"{'added' if created else 'renewed'} google account {account.id} ({found.email}" + (f", project {found.project})" if found.project else ")"))
     return 0
 
 
@@ -270,6 +327,13 @@ def _config(where: Home) -> Config:
     return config_file.load(where.config_file)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="switchyard", description="A local AI gateway built on mitmproxy.")
     commands = top.add_subparsers(dest="command", required=True)
@@ -288,6 +352,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--email")
     p.add_argument("--project")
     p.add_argument("--label")
+    p.add_argument("--priority", type=int, default=0, help="lower is used first (default 0)")
+    p.add_argument("--max-concurrent", type=_positive, help="requests at a time on this account (default: no limit)")
     p.set_defaults(handler=cmd_add_google)
 
     p = accounts.add_parser("add-key", help="add an API key account")
@@ -296,8 +362,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url")
     p.add_argument("--models", help="comma-separated globs of the models this key serves")
     p.add_argument("--priority", type=int, default=0, help="lower is used first (default 0)")
+    p.add_argument("--max-concurrent", type=_positive, help="requests at a time on this account (default: no limit)")
     p.add_argument("--label")
     p.set_defaults(handler=cmd_add_key)
+
+    p = accounts.add_parser("login", help="add a Google account by signing in with the browser")
+    p.add_argument("--no-browser", action="store_true", help="print the URL and read the redirect back (for SSH)")
+    p.add_argument("--label")
+    p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the sign-in (default 300)")
+    p.set_defaults(handler=cmd_login)
+
+    p = accounts.add_parser("set", help="change an account's priority, concurrency limit or label")
+    p.add_argument("id")
+    p.add_argument("--priority", type=int)
+    p.add_argument("--max-concurrent", type=int, help="requests at a time (0: no limit)")
+    p.add_argument("--label")
+    p.set_defaults(handler=cmd_set)
 
     p = accounts.add_parser("import", help="import Google accounts from an export or a token list")
     p.add_argument("file")
@@ -319,6 +399,8 @@ def parser() -> argparse.ArgumentParser:
     p = accounts.add_parser("refresh", help="refresh tokens, project and quota now")
     p.add_argument("id", nargs="?")
     p.set_defaults(handler=cmd_refresh)
+
+    stats.add_command(commands)
     return top
 
 

@@ -6,12 +6,13 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .files import write_atomic
+from .mapping import lookup
 
 AuthMode = Literal["off", "strict", "all_except_health", "auto"]
 Scheduling = Literal["balance", "cache_first", "performance_first"]
@@ -50,6 +51,25 @@ class RoutingConfig(_Section):
     max_attempts: int = Field(3, ge=1, le=20)
 
 
+class QuotaConfig(_Section):
+    refresh_interval: float = Field(600, ge=0)  # seconds between quota fetches per Google account (+-10 %); 0: only on demand
+    protect_below: float = Field(10, ge=0, le=100)  # percent left under which an account is used last for a model
+    protect_models: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=dict)  # per model, globs
+
+    def threshold(self, model: str) -> float:
+        """The protection threshold for `model`, as a fraction; the most specific glob wins."""
+        pattern = lookup(model, {p: p for p in self.protect_models})
+        return (self.protect_below if pattern is None else self.protect_models[pattern]) / 100
+
+
+class MonitorConfig(_Section):
+    max_flows: int = Field(2000, ge=1)  # flows mitmweb keeps; the oldest finished ones go first
+
+
+class UsageConfig(_Section):
+    retention_days: int = Field(30, ge=1)  # days the usage ledger keeps its rows
+
+
 class AntigravityUpstream(_Section):
     endpoints: list[str] = Field(
         default_factory=lambda: [
@@ -60,6 +80,8 @@ class AntigravityUpstream(_Section):
         min_length=1,
     )
     token_url: str = "https://oauth2.googleapis.com/token"
+    auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"  # `accounts login` sends the browser here
+    userinfo_url: str = "https://www.googleapis.com/oauth2/v2/userinfo"
     client_id: str = ""
     client_secret: str = ""
 
@@ -70,7 +92,7 @@ class AntigravityUpstream(_Section):
             _check_url(url)
         return [url.rstrip("/") for url in endpoints]
 
-    @field_validator("token_url")
+    @field_validator("token_url", "auth_url", "userinfo_url")
     @classmethod
     def _token_url(cls, url: str) -> str:
         return _check_url(url)
@@ -101,8 +123,11 @@ class Upstreams(_Section):
 class Config(_Section):
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    quota: QuotaConfig = Field(default_factory=QuotaConfig)
     model_mapping: dict[str, str] = Field(default_factory=dict)
     upstreams: Upstreams = Field(default_factory=Upstreams)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
 
     def to_toml(self) -> bytes:
         return tomli_w.dumps(self.model_dump(mode="json")).encode()

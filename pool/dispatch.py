@@ -4,7 +4,9 @@ Everything here happens before the caller gets a byte, so a rate-limited account
 caller a little time and nothing else. The first good status ends the loop; its body is left
 unread for the caller's side to stream. At most `max_attempts` accounts are tried; within one
 account, Google's endpoints are tried in order, an expired token is refreshed once, and a
-capacity error is retried once after a short wait — as `health.POLICIES` says.
+capacity error is retried once after a short wait — as `health.POLICIES` says. When every
+account that could serve is at its `max_concurrent` (or being probed), the request waits for a
+slot instead of failing; a `cache_first` session waits a little for its own account.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .upstreams import Operation
 
 ERROR_BODY_LIMIT = 64 * 1024
 CAPACITY_WAIT_CAP = 2.0  # seconds: a capacity error is retried once on the same account after this
+STICKY_WAIT = 5.0  # seconds a cache_first session waits for a slot on its own account before moving
 
 
 @dataclass(slots=True)
@@ -51,6 +54,9 @@ class Call:
     encode: Callable[[str, str], dict[str, Any]]
     session: str | None = None
     kinds: frozenset[Kind] | None = None  # only these kinds of account may serve
+    # dialect -> caller headers that upstream must see too (e.g. `anthropic-beta` when an
+    # Anthropic caller's body passes through to an Anthropic upstream unchanged).
+    forward: dict[str, dict[str, str]] = field(default_factory=dict)
     # Shared by every `send` for this call, so an answer found bad after its status (an empty
     # stream, a body that is not JSON) can go to another account within the same budget.
     attempts: list[Attempt] = field(default_factory=list)
@@ -109,11 +115,16 @@ class Dispatcher:
         deadline, attempts, tried = call.deadline, call.attempts, call.tried
         bodies: dict[tuple[str, str], dict[str, Any]] = {}
         last: Verdict | None = None
+        sticky_until = time.monotonic() + STICKY_WAIT
         while len(tried) < config.routing.max_attempts and time.monotonic() < deadline:
             selection = self.pool.select(call.model, session=call.session, exclude=tried, kinds=call.kinds)
+            now = time.monotonic()
+            if selection.sticky_busy and now < sticky_until:
+                await self.pool.wait_for_slot(min(sticky_until, deadline) - now)
+                continue
             if not selection.ranked:
                 if selection.busy:
-                    await self.pool.wait_for_slot(deadline - time.monotonic())
+                    await self.pool.wait_for_slot(deadline - now)
                     continue
                 break
             account = selection.ranked[0]
@@ -171,12 +182,14 @@ class Dispatcher:
                     account, base, call.operation, model=model, stream=call.stream,
                     body=body, credential=credential, project=project,
                 )
+                target.headers.update(call.forward.get(dialect, {}))
                 started = time.monotonic()
                 result = await self._post(target, call.stream, deadline)
                 ms = (time.monotonic() - started) * 1000
                 host = urlsplit(target.url).hostname or "?"
                 if isinstance(result, httpx.Response) and result.status_code < 400:
                     attempts.append(Attempt(account.id, account.name, host, result.status_code, "ok", ms))
+                    self.pool.answered(lease)
                     return Exchange(result, account, dialect, model, attempts, lease, deadline)
                 verdict = result if isinstance(result, Verdict) else await self._verdict(result)
                 attempts.append(Attempt(account.id, account.name, host, verdict.status, verdict.error_class, ms))
@@ -251,6 +264,11 @@ class Dispatcher:
             return DispatchError(
                 404, f"no enabled account serves the model {call.model!r}",
                 error_class=ErrorClass.NOT_FOUND, no_candidates=True,
+            )
+        if (cooling or last is None) and selection.cooling_for == {ErrorClass.NOT_FOUND}:
+            return DispatchError(
+                404, f"the model {call.model!r} is not available on any account (the upstreams said not found)",
+                error_class=ErrorClass.NOT_FOUND, attempts=attempts,
             )
         if cooling or (last is None and selection.earliest is not None):
             wait = max(math.ceil((selection.earliest or now) - now), 1)

@@ -27,26 +27,32 @@ class GoogleError(Exception):
         self.verdict = verdict
 
 
+MISSING_CLIENT = (
+    "no Google OAuth client configured: set upstreams.antigravity.client_id and client_secret in "
+    "config.toml, or the environment variables SWITCHYARD_GOOGLE_CLIENT_ID and SWITCHYARD_GOOGLE_CLIENT_SECRET"
+)
+
+
 async def refresh_token(
     client: httpx.AsyncClient, token_url: str, client_id: str, client_secret: str, refresh: str
 ) -> Token:
     """Trades a refresh token for an access token. `invalid_grant` means the user must act."""
+    return await _token(client, token_url, client_id, client_secret, {"refresh_token": refresh, "grant_type": "refresh_token"})
+
+
+async def exchange_code(
+    client: httpx.AsyncClient, token_url: str, client_id: str, client_secret: str, *, code: str, verifier: str, redirect_uri: str
+) -> Token:
+    """The authorization-code grant with PKCE: what `accounts login` gets back from the browser."""
+    form = {"code": code, "code_verifier": verifier, "redirect_uri": redirect_uri, "grant_type": "authorization_code"}
+    return await _token(client, token_url, client_id, client_secret, form)
+
+
+async def _token(client: httpx.AsyncClient, token_url: str, client_id: str, client_secret: str, form: dict[str, str]) -> Token:
     if not client_id or not client_secret:
-        raise GoogleError(
-            Verdict(
-                ErrorClass.AUTH,
-                "no Google OAuth client configured: set upstreams.antigravity.client_id/client_secret "
-                "or SWITCHYARD_GOOGLE_CLIENT_ID/SWITCHYARD_GOOGLE_CLIENT_SECRET",
-            )
-        )
-    form = {
-        "client_id": client_id,
-        "client_secret": client_secret,
-        "refresh_token": refresh,
-        "grant_type": "refresh_token",
-    }
+        raise GoogleError(Verdict(ErrorClass.AUTH, MISSING_CLIENT))
     try:
-        response = await client.post(token_url, data=form, timeout=30)
+        response = await client.post(token_url, data={"client_id": client_id, "client_secret": client_secret, **form}, timeout=30)
     except httpx.HTTPError as e:
         raise GoogleError(network_failure(e)) from None
     if response.status_code != 200:
@@ -63,6 +69,23 @@ async def refresh_token(
         )
     except (ValueError, KeyError, TypeError):
         raise GoogleError(Verdict(ErrorClass.SERVER, "the token endpoint answered without an access_token")) from None
+
+
+async def user_email(client: httpx.AsyncClient, userinfo_url: str, access_token: str) -> str:
+    """The signed-in user's address, from the OAuth userinfo endpoint."""
+    try:
+        response = await client.get(userinfo_url, headers={"authorization": f"Bearer {access_token}"}, timeout=30)
+    except httpx.HTTPError as e:
+        raise GoogleError(network_failure(e)) from None
+    if response.status_code != 200:
+        raise GoogleError(classify(response.status_code, response.headers, response.content))
+    try:
+        email = response.json().get("email")
+    except (ValueError, AttributeError):
+        email = None
+    if not isinstance(email, str) or not email:
+        raise GoogleError(Verdict(ErrorClass.SERVER, "the userinfo endpoint answered without an email"))
+    return email
 
 
 async def _call(client: httpx.AsyncClient, endpoints: list[str], method: str, access_token: str, body: dict) -> dict:

@@ -54,24 +54,82 @@ class Policy:
     cap: float  # ...up to this
     caller_status: int  # what the caller sees when this is the last word
     disable: bool = False  # needs the user: the account is taken out until they act
+    trigger: str = ""  # what upstream answer is this class (for the README table)
 
 
 MINUTE, HOUR = 60.0, 3600.0
 
+# Durations are for answers without a hint: a hint (Retry-After, RetryInfo, quotaResetDelay,
+# quotaResetTimeStamp, fetchAvailableModels' resetTime) always wins. Every cooldown ends with one
+# probe request; a success clears the account's cooldowns for that model and account-wide.
 POLICIES: dict[ErrorClass, Policy] = {
-    ErrorClass.RATE_LIMIT: Policy(Step.NEXT_ACCOUNT, "model", 30, 10 * MINUTE, 429),
-    ErrorClass.QUOTA_EXHAUSTED: Policy(Step.NEXT_ACCOUNT, "model", HOUR, 24 * HOUR, 429),
-    ErrorClass.CAPACITY: Policy(Step.RETRY_SAME, "model", 5, 2 * MINUTE, 503),
-    ErrorClass.AUTH: Policy(Step.REFRESH, "account", MINUTE, HOUR, 502),
-    ErrorClass.FORBIDDEN: Policy(Step.NEXT_ACCOUNT, "account", 10 * MINUTE, 6 * HOUR, 502),
-    ErrorClass.VALIDATION_REQUIRED: Policy(Step.NEXT_ACCOUNT, "account", 24 * HOUR, 24 * HOUR, 502),
-    ErrorClass.INVALID_GRANT: Policy(Step.NEXT_ACCOUNT, "account", 0, 0, 502, disable=True),
-    ErrorClass.NOT_FOUND: Policy(Step.NEXT_ENDPOINT, "model", 10 * MINUTE, HOUR, 404),
-    ErrorClass.BAD_REQUEST: Policy(Step.GIVE_UP, None, 0, 0, 400),
-    ErrorClass.SERVER: Policy(Step.NEXT_ENDPOINT, "account", 5, 5 * MINUTE, 502),
-    ErrorClass.NETWORK: Policy(Step.NEXT_ENDPOINT, "account", 5, 5 * MINUTE, 502),
-    ErrorClass.TIMEOUT: Policy(Step.NEXT_ACCOUNT, "account", 15, 5 * MINUTE, 504),
+    ErrorClass.RATE_LIMIT: Policy(
+        Step.NEXT_ACCOUNT, "model", 15, 2 * MINUTE, 429,
+        trigger="429 `RATE_LIMIT_EXCEEDED` / `RESOURCE_EXHAUSTED` (per-minute limits)"),
+    ErrorClass.QUOTA_EXHAUSTED: Policy(
+        Step.NEXT_ACCOUNT, "model", HOUR, 24 * HOUR, 429,
+        trigger="429 `QUOTA_EXHAUSTED` or with `quotaResetDelay`; OpenAI `insufficient_quota`"),
+    ErrorClass.CAPACITY: Policy(
+        Step.RETRY_SAME, "model", 5, 2 * MINUTE, 503,
+        trigger="`MODEL_CAPACITY_EXHAUSTED`, 529, Anthropic `overloaded_error`"),
+    ErrorClass.AUTH: Policy(
+        Step.REFRESH, "account", MINUTE, HOUR, 502,
+        trigger="401, `API_KEY_INVALID`"),
+    ErrorClass.FORBIDDEN: Policy(
+        Step.NEXT_ACCOUNT, "account", 10 * MINUTE, 6 * HOUR, 502,
+        trigger="403, no Cloud Code project"),
+    ErrorClass.VALIDATION_REQUIRED: Policy(
+        Step.NEXT_ACCOUNT, "account", 24 * HOUR, 24 * HOUR, 502,
+        trigger="403 `VALIDATION_REQUIRED` (its URL is kept and shown by `accounts list`)"),
+    ErrorClass.INVALID_GRANT: Policy(
+        Step.NEXT_ACCOUNT, "account", 0, 0, 502, disable=True,
+        trigger="token refresh answers `invalid_grant` (revoked or expired refresh token)"),
+    ErrorClass.NOT_FOUND: Policy(
+        Step.NEXT_ENDPOINT, "model", 10 * MINUTE, HOUR, 404,
+        trigger="404 (the model is not available to this account)"),
+    ErrorClass.BAD_REQUEST: Policy(
+        Step.GIVE_UP, None, 0, 0, 400,
+        trigger="400, 413, 422: the request itself is wrong"),
+    ErrorClass.SERVER: Policy(
+        Step.NEXT_ENDPOINT, "model", 5, 5 * MINUTE, 502,
+        trigger="5xx, 408, an unreadable or empty answer"),
+    ErrorClass.NETWORK: Policy(
+        Step.NEXT_ENDPOINT, "account", 5, 5 * MINUTE, 502,
+        trigger="connection refused, reset or broken"),
+    ErrorClass.TIMEOUT: Policy(
+        Step.NEXT_ACCOUNT, "model", 15, 5 * MINUTE, 504,
+        trigger="no answer within `request_timeout`"),
 }
+
+STEP_TEXT: dict[Step, str] = {
+    Step.NEXT_ENDPOINT: "next endpoint of the account, then the next account",
+    Step.RETRY_SAME: "same account once more after the hint (at most 2 s), then the next account",
+    Step.REFRESH: "refresh the access token and retry the same account once, then the next account",
+    Step.NEXT_ACCOUNT: "next account",
+    Step.GIVE_UP: "answer the caller now (no other account would do better)",
+}
+
+
+def policy_table() -> str:
+    """POLICIES as the Markdown table the README shows, so the two never disagree."""
+
+    def span(seconds: float) -> str:
+        return f"{seconds / HOUR:g} h" if seconds >= HOUR else f"{seconds / MINUTE:g} min" if seconds >= MINUTE else f"{seconds:g} s"
+
+    rows = ["| class | upstream answer | next step | cools | without a hint | caller sees |", "|---|---|---|---|---|---|"]
+    for error_class, p in POLICIES.items():
+        scope = {"account": "account", "model": "account + model", None: "nothing"}[p.scope]
+        if p.disable:
+            scope, duration = "account disabled, reason kept", "until `accounts enable` / `login`"
+        elif p.scope is None:
+            duration = "-"
+        elif p.base == p.cap:
+            duration = span(p.base)
+        else:
+            duration = f"{span(p.base)}, doubling to {span(p.cap)}"
+        rows.append(f"| `{error_class}` | {p.trigger} | {STEP_TEXT[p.step]} | {scope} | {duration} | {p.caller_status} |")
+    return "\n".join(rows)
+
 
 # Google RPC `reason`s that name the class outright, whatever the status.
 REASONS: dict[str, ErrorClass] = {
@@ -202,21 +260,25 @@ def parse_duration(text: str) -> float | None:
 
 
 def _retry_hint(error_class: ErrorClass, error: dict[str, Any], headers: Mapping[str, str]) -> float | None:
+    """Seconds the upstream asks us to wait. For an exhausted quota the reset hints describe one
+    moment at different precisions (quotaResetDelay is often whole seconds), so the latest wins:
+    a cooldown that ends a little late costs nothing, one that ends early costs a failed probe."""
     retry: float | None = None
-    quota_reset: float | None = None
+    quota_resets: list[float] = []
     for detail in _details(error):
         if isinstance(delay := detail.get("retryDelay"), str):
             retry = parse_duration(delay)
         metadata = detail.get("metadata")
         if isinstance(metadata, dict):
-            if isinstance(delay := metadata.get("quotaResetDelay"), str):
-                quota_reset = parse_duration(delay)
-            elif isinstance(stamp := metadata.get("quotaResetTimeStamp"), str):
-                quota_reset = _seconds_until(stamp)
+            if isinstance(delay := metadata.get("quotaResetDelay"), str) and (seconds := parse_duration(delay)) is not None:
+                quota_resets.append(seconds)
+            if isinstance(stamp := metadata.get("quotaResetTimeStamp"), str) and (seconds := _seconds_until(stamp)) is not None:
+                quota_resets.append(seconds)
     header = _retry_after_header(headers)
     if error_class is ErrorClass.QUOTA_EXHAUSTED:
-        return next((v for v in (quota_reset, header, retry) if v is not None), None)
-    return next((v for v in (header, retry, quota_reset) if v is not None), None)
+        hints = quota_resets + [v for v in (retry,) if v is not None]
+        return max(hints) if hints else header
+    return next((v for v in (header, retry, *quota_resets) if v is not None), None)
 
 
 def _retry_after_header(headers: Mapping[str, str]) -> float | None:

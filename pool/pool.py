@@ -1,7 +1,19 @@
 """The pool: which accounts may serve a model now, in which order, and what each failure costs.
 
 It joins the user's accounts (`accounts.json`) with what the gateway learned about them
-(`state.json`): cooldowns, quota, tokens. It never talks mitmproxy; `dispatch.py` drives it.
+(`state.json`): cooldowns, quota, tokens, sticky sessions. It never talks mitmproxy;
+`dispatch.py` drives it.
+
+Order of candidates, in every scheduling mode: accounts whose quota for the model is above the
+protection threshold first, then by `priority` (lower first); within that, the mode decides:
+- `balance`: the least loaded for its weight — load is requests in flight plus recent requests
+  (decaying with a 30 s half-life), weight is the quota left for the model, halved after a recent
+  failure — so shares follow remaining quota and health, and equal accounts take turns. (The
+  pool's view is exact and shared within the process, so the herding that power-of-two-choices
+  guards against cannot happen; a deterministic choice is easier to reason about and test.)
+- `cache_first`: a session stays on its account for `sticky_ttl` while that account is healthy
+  (it waits up to `STICKY_WAIT` for a free slot there); new sessions are placed as in `balance`.
+- `performance_first`: the lowest expected wait, (in flight + 1) x recent time to first byte.
 """
 
 from __future__ import annotations
@@ -10,7 +22,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -20,13 +32,22 @@ from .accounts import Account, AccountStore, Kind
 from .config import Config
 from .health import ErrorClass, Verdict
 from .paths import Home
-from .state import ACCOUNT_SCOPE, AccountState, Cooldown, LastError, Session, State, StateFile
+from .state import ACCOUNT_SCOPE, AccountState, Cooldown, LastError, Quota, Session, State, StateFile
 
 log = logging.getLogger("switchyard.pool")
 
 REFRESH_MARGIN = 90.0  # seconds before expiry at which an access token is renewed
-SAVE_EVERY = 1.0  # seconds between state writes at most
-QUOTA_EVERY = 600.0  # seconds between quota refreshes of a Google account
+SYNC_EVERY = 0.5  # seconds between looks at the files (CLI changes) and state writes
+QUOTA_JITTER = 0.1  # quota refreshes are spread by +-10 % of the interval
+QUOTA_STARTUP_SPREAD = 5.0  # seconds over which never-fetched accounts get their first fetch
+QUOTA_PARALLEL = 4  # quota fetches at a time
+HEALTH_WINDOW = 300.0  # seconds an account's last failure weighs on `balance`
+LATENCY_WEIGHT = 0.2  # of a new sample in the time-to-first-byte average
+RECENT_HALF_LIFE = 30.0  # seconds: how fast past requests stop counting as load in `balance`
+SESSION_SLACK = 60.0  # seconds a session's expiry may run ahead of the file before it is rewritten
+MIN_WEIGHT = 0.05  # an account with almost no quota still gets drawn now and then
+MODELS_WAIT = 5.0  # seconds a request waits for a new Google account's first model list
+MODELS_RETRY = 60.0  # seconds before a failed first model list makes requests wait again
 
 
 @dataclass(slots=True)
@@ -34,7 +55,9 @@ class Selection:
     ranked: list[Account]  # may serve now, best first
     serving: int = 0  # accounts that serve the model at all (enabled)
     earliest: float | None = None  # when the first cooling one recovers
-    busy: bool = False  # some are healthy but at their max_concurrent
+    cooling_for: set[str] = field(default_factory=set)  # the error classes of those cooldowns
+    busy: bool = False  # some are healthy but at max_concurrent or being probed: a slot will free
+    sticky_busy: bool = False  # the session's own account is healthy but at max_concurrent
 
 
 @dataclass(slots=True)
@@ -56,13 +79,22 @@ class Pool:
         self.state_file = StateFile(home.state_file)
         self.state: State = self.state_file.load()
         self.store.load()
+        self.rng = random.Random()
         self._in_flight: dict[str, int] = {}
         self._latency: dict[str, float] = {}
+        self._recent: dict[str, tuple[float, float]] = {}  # account -> (decayed request count, at)
         self._locks: dict[str, asyncio.Lock] = {}
         self._slot_freed: asyncio.Event | None = None
         self._dirty = False
-        self._saved_at = 0.0
-        self._quota_tasks: dict[str, asyncio.Task] = {}
+        self._quota_due: dict[str, float] = {}
+        self._quota_tasks: dict[str, asyncio.Task[None]] = {}
+        self._models_asked: dict[str, float] = {}  # account id -> when a first model list was sought
+        self._quota_slots: asyncio.Semaphore | None = None
+        self._rankers: dict[str, Callable[[list[Account], str], list[Account]]] = {
+            "balance": self._balance,
+            "cache_first": self._balance,
+            "performance_first": self._performance,
+        }
 
     # --- the accounts ------------------------------------------------------------------------
     @property
@@ -75,18 +107,34 @@ class Pool:
     def in_flight(self, account_id: str) -> int:
         return self._in_flight.get(account_id, 0)
 
-    def serves(self, account: Account, model: str, now: float) -> bool:
-        """Whether the account can serve the model at all (cooldowns aside)."""
+    def serves(self, account: Account, model: str) -> bool:
+        """Whether the account can serve the model at all (cooldowns and quota aside): a Google
+        account serves what its fetchAvailableModels lists, once known; others their globs."""
         if not account.enabled:
             return False
-        if account.kind == "google":
-            quota = self.state.of(account.id).quota
-            if quota:
-                info = quota.get(model)
-                if info is None:
-                    return False
-                return not (info.remaining == 0 and info.reset_at is not None and info.reset_at > now)
+        if account.kind == "google" and (quota := self.state.of(account.id).quota):
+            return model in quota
         return account.serves(model)
+
+    async def know_models(self, timeout: float = MODELS_WAIT) -> None:
+        """Waits, bounded, for the model lists of enabled Google accounts never fetched. Until
+        one arrives, what such an account serves is a guess from globs, and routing on guesses
+        would send a client's own name (claude-opus-4-8) upstream instead of a mapped one. After
+        a failed fetch, requests route on the guess for MODELS_RETRY seconds instead of waiting."""
+        now = time.monotonic()
+        waiting = []
+        for account in self.accounts:
+            if account.kind != "google" or not account.enabled or self.state.of(account.id).quota:
+                continue
+            task = self._quota_tasks.get(account.id)
+            if task is None:
+                if now - self._models_asked.get(account.id, -MODELS_RETRY) < MODELS_RETRY:
+                    continue
+                self._models_asked[account.id] = now
+                task = self._start_quota(account)
+            waiting.append(task)
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
 
     def servable_models(self) -> list[str]:
         """Model names callers can ask for: what the accounts really list, plus exact globs."""
@@ -111,67 +159,106 @@ class Pool:
         now = time.time()
         excluded = set(exclude)
         selection = Selection(ranked=[])
+        sticky = self._sticky_account(session, now)
+        busy: list[Account] = []
         for account in self.accounts:
             if account.id in excluded or (kinds is not None and account.kind not in kinds):
                 continue
-            if not self.serves(account, model, now):
+            if not self.serves(account, model):
                 continue
             selection.serving += 1
             state = self.state.of(account.id)
-            cooldown = state.cooling(model, now)
-            if cooldown is not None:
+            if (cooldown := state.cooling(model, now)) is not None:
+                selection.cooling_for.add(cooldown.error_class)
                 if selection.earliest is None or cooldown.until < selection.earliest:
                     selection.earliest = cooldown.until
-                continue
-            if self._probe_in_flight(state, model):
-                continue
-            if account.max_concurrent is not None and self.in_flight(account.id) >= account.max_concurrent:
-                selection.busy = True
-                continue
-            selection.ranked.append(account)
-        selection.ranked.sort(key=lambda a: self._rank_key(a, model))
-        if session is not None and self.config.routing.scheduling == "cache_first":
-            self._stick(selection.ranked, session, now)
+            elif self._probe_in_flight(state, model) or self._full(account):
+                busy.append(account)
+            else:
+                selection.ranked.append(account)
+        selection.busy = bool(busy)
+        if not selection.ranked:
+            selection.sticky_busy = any(a.id == sticky for a in busy)
+            return selection
+        ranked = self._rankers[self.config.routing.scheduling](selection.ranked, model)
+        if sticky is not None:
+            best = self._tier(ranked[0], model)
+            here = next((a for a in ranked if a.id == sticky), None)
+            if here is not None and self._tier(here, model) == best:
+                ranked.remove(here)
+                ranked.insert(0, here)
+            else:
+                selection.sticky_busy = any(a.id == sticky and self._tier(a, model) <= best for a in busy)
+        selection.ranked = ranked
         return selection
 
-    def _rank_key(self, account: Account, model: str) -> tuple:
-        """Lower is better. Priority first; within a priority, what the scheduling mode values."""
-        in_flight = self.in_flight(account.id)
+    def _sticky_account(self, session: str | None, now: float) -> str | None:
+        if session is None or self.config.routing.scheduling != "cache_first":
+            return None
+        bound = self.state.sessions.get(session)
+        return bound.account_id if bound is not None and bound.expires_at > now else None
+
+    def _full(self, account: Account) -> bool:
+        return account.max_concurrent is not None and self.in_flight(account.id) >= account.max_concurrent
+
+    def _tier(self, account: Account, model: str) -> tuple[bool, int]:
+        """Quota-protected accounts last, then by priority: the mode orders within a tier."""
+        quota = self.state.of(account.id).quota.get(model)
+        low = quota is not None and quota.remaining is not None and quota.remaining < self.config.quota.threshold(model)
+        return (low, account.priority)
+
+    def _by_tier(self, accounts: list[Account], model: str, key: Callable[[Account], tuple]) -> list[Account]:
+        return sorted(accounts, key=lambda a: (self._tier(a, model), key(a)))
+
+    def _balance(self, accounts: list[Account], model: str) -> list[Account]:
+        now = time.monotonic()
+
+        def load_per_weight(a: Account) -> tuple[float, float]:
+            load = self.in_flight(a.id) + self._recent_load(a.id, now)
+            return (load / self._weight(a, model), self.state.of(a.id).last_used_at)
+
+        return self._by_tier(accounts, model, load_per_weight)
+
+    def _recent_load(self, account_id: str, now: float) -> float:
+        count, at = self._recent.get(account_id, (0.0, now))
+        return count * 0.5 ** ((now - at) / RECENT_HALF_LIFE)
+
+    def _weight(self, account: Account, model: str) -> float:
         state = self.state.of(account.id)
-        if self.config.routing.scheduling == "performance_first":
-            return (account.priority, in_flight, self._latency.get(account.id, 0.0), state.last_used_at)
         quota = state.quota.get(model)
         remaining = quota.remaining if quota is not None and quota.remaining is not None else 1.0
-        # Coarse quota buckets, then least recently used: spreads load, prefers fuller accounts.
-        return (account.priority, in_flight, -round(remaining * 5), state.last_used_at, random.random())
+        error = state.last_error
+        recent = (
+            error is not None
+            and time.time() - error.at < HEALTH_WINDOW
+            and error.model in (model, ACCOUNT_SCOPE, None)
+            and error.error_class != ErrorClass.BAD_REQUEST  # the caller's fault, not the account's
+        )
+        return max(remaining, MIN_WEIGHT) * (0.5 if recent else 1.0)
 
-    def _stick(self, ranked: list[Account], session: str, now: float) -> None:
-        sticky = self.state.sessions.get(session)
-        if sticky is None or sticky.expires_at <= now:
-            return
-        for i, account in enumerate(ranked):
-            if account.id == sticky.account_id and account.priority == ranked[0].priority:
-                ranked.insert(0, ranked.pop(i))
-                return
+    def _performance(self, accounts: list[Account], model: str) -> list[Account]:
+        def expected_wait(a: Account) -> tuple[float, int, float]:
+            in_flight = self.in_flight(a.id)
+            return ((in_flight + 1) * self._latency.get(a.id, 0.0), in_flight, self.state.of(a.id).last_used_at)
+
+        return self._by_tier(accounts, model, expected_wait)
 
     @staticmethod
     def _probe_in_flight(state: AccountState, model: str) -> bool:
-        return any(
-            (cd := state.cooldowns.get(key)) is not None and cd.probing for key in (ACCOUNT_SCOPE, model)
-        )
+        return any((cd := state.cooldowns.get(key)) is not None and cd.probing for key in (ACCOUNT_SCOPE, model))
 
     async def wait_for_slot(self, timeout: float) -> None:
-        """Waits until some request releases its account (for max_concurrent), or `timeout`."""
+        """Waits until some request releases its account (max_concurrent, probes), or `timeout`."""
         if self._slot_freed is None:
             self._slot_freed = asyncio.Event()
-        event = self._slot_freed
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(self._slot_freed.wait(), max(timeout, 0.0))
         except TimeoutError:
             pass
 
     # --- leases and outcomes ---------------------------------------------------------------------
     def begin(self, account: Account, model: str) -> Lease:
+        """The account takes the request; if a cooldown has just ended, this request is its probe."""
         now = time.time()
         state = self.state.of(account.id)
         lease = Lease(account=account, model=model)
@@ -183,7 +270,15 @@ class Pool:
                 break
         state.last_used_at = now
         self._in_flight[account.id] = self.in_flight(account.id) + 1
+        started = time.monotonic()
+        self._recent[account.id] = (self._recent_load(account.id, started) + 1, started)
         return lease
+
+    def answered(self, lease: Lease) -> None:
+        """The upstream sent a good status: time to first byte, for `performance_first`."""
+        elapsed = time.monotonic() - lease.started
+        previous = self._latency.get(lease.account.id)
+        self._latency[lease.account.id] = elapsed if previous is None else (1 - LATENCY_WEIGHT) * previous + LATENCY_WEIGHT * elapsed
 
     def release(self, lease: Lease) -> None:
         if lease.released:
@@ -191,10 +286,8 @@ class Pool:
         lease.released = True
         account_id = lease.account.id
         self._in_flight[account_id] = max(self.in_flight(account_id) - 1, 0)
-        if lease.probe is not None:
-            cd = self.state.of(account_id).cooldowns.get(lease.probe)
-            if cd is not None:
-                cd.probing = False
+        if lease.probe is not None and (cd := self.state.of(account_id).cooldowns.get(lease.probe)) is not None:
+            cd.probing = False
         if self._slot_freed is not None:
             self._slot_freed.set()
             self._slot_freed = None
@@ -204,16 +297,22 @@ class Pool:
         account_id = lease.account.id
         state = self.state.of(account_id)
         for key in (ACCOUNT_SCOPE, lease.model):
-            if state.cooldowns.pop(key, None) is not None:
+            if (cleared := state.cooldowns.pop(key, None)) is not None:
                 self._touch(state)
-        elapsed = time.monotonic() - lease.started
-        previous = self._latency.get(account_id)
-        self._latency[account_id] = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
-        if session is not None:
-            ttl = self.config.routing.sticky_ttl
-            self.state.sessions[session] = Session(account_id=account_id, expires_at=time.time() + ttl)
-            self._dirty = True
+                if cleared.error_class == ErrorClass.QUOTA_EXHAUSTED:
+                    self._quota_due[account_id] = 0.0  # the quota is back: learn how much
+        if session is not None and self.config.routing.scheduling == "cache_first":
+            self._bind(session, account_id)
         self.release(lease)
+
+    def _bind(self, session: str, account_id: str) -> None:
+        """The session sticks to this account for `sticky_ttl` from now. A chatty session does
+        not rewrite the file on every turn: only a new binding, or an expiry a minute on."""
+        expires_at = time.time() + self.config.routing.sticky_ttl
+        bound = self.state.sessions.get(session)
+        self.state.sessions[session] = Session(account_id=account_id, expires_at=expires_at)
+        if bound is None or bound.account_id != account_id or expires_at - bound.expires_at > SESSION_SLACK:
+            self._dirty = True
 
     def fail(self, lease: Lease, verdict: Verdict) -> None:
         self.penalize(lease.account, lease.model, verdict)
@@ -236,14 +335,11 @@ class Pool:
             key = ACCOUNT_SCOPE if policy.scope == "account" else model
             previous = state.cooldowns.get(key)
             failures = previous.failures + 1 if previous is not None else 1
-            cooldown = Cooldown(
-                until=now + verdict.cooldown(failures),
-                error_class=verdict.error_class,
-                message=verdict.message,
-                failures=failures,
-            )
-            state.cooldowns[key] = cooldown
-            log.info("account %s cooling (%s, %s) for %.0fs", account.name, key, verdict.error_class, cooldown.until - now)
+            until = now + verdict.cooldown(failures)
+            state.cooldowns[key] = Cooldown(until=until, error_class=verdict.error_class, message=verdict.message, failures=failures)
+            log.info("account %s cooling (%s, %s) for %.1fs", account.name, key, verdict.error_class, until - now)
+            if verdict.error_class is ErrorClass.QUOTA_EXHAUSTED and verdict.retry_after is None:
+                self._quota_due[account.id] = 0.0  # no reset time given: fetchAvailableModels has it
         self._touch(state)
 
     def disable(self, account: Account, reason: str) -> None:
@@ -270,6 +366,7 @@ class Pool:
         state = self.state.of(account.id)
         stale = state.access_token
         async with self._lock(account.id):
+            state = self.state.of(account.id)  # a merge may have replaced the record meanwhile
             fresh = state.access_token is not None and state.access_expires_at - REFRESH_MARGIN > time.time()
             if fresh and not (force and state.access_token == stale):
                 return state.access_token  # type: ignore[return-value]
@@ -284,12 +381,12 @@ class Pool:
             return token.access_token
 
     async def project(self, account: Account, access_token: str) -> str:
-        state = self.state.of(account.id)
         if account.project:
             return account.project
-        if state.project:
-            return state.project
+        if project := self.state.of(account.id).project:
+            return project
         async with self._lock(account.id):
+            state = self.state.of(account.id)
             if state.project:
                 return state.project
             project = await google.load_code_assist(self.client, self.config.upstreams.antigravity.endpoints, access_token)
@@ -297,16 +394,36 @@ class Pool:
             self._touch(state)
             return project
 
+    # --- quota ------------------------------------------------------------------------------------
     async def refresh_quota(self, account: Account) -> None:
         token = await self.access_token(account)
         project = await self.project(account, token)
-        quota = await google.fetch_available_models(
-            self.client, self.config.upstreams.antigravity.endpoints, token, project
-        )
-        state = self.state.of(account.id)
+        quota = await google.fetch_available_models(self.client, self.config.upstreams.antigravity.endpoints, token, project)
+        self.apply_quota(account.id, quota)
+
+    def apply_quota(self, account_id: str, quota: dict[str, Quota]) -> None:
+        """New figures from fetchAvailableModels. Its reset time is the truth about an exhausted
+        model: the cooldown follows it both ways, and ends when the quota is back."""
+        now = time.time()
+        state = self.state.of(account_id)
         state.quota = quota
-        state.quota_fetched_at = time.time()
+        state.quota_fetched_at = now
+        for model, info in quota.items():
+            cd = state.cooldowns.get(model)
+            if info.remaining == 0 and info.reset_at is not None and info.reset_at > now:
+                if cd is None or cd.error_class == ErrorClass.QUOTA_EXHAUSTED or cd.until < info.reset_at:
+                    state.cooldowns[model] = Cooldown(
+                        until=info.reset_at, error_class=ErrorClass.QUOTA_EXHAUSTED,
+                        message="quota exhausted (fetchAvailableModels)", failures=cd.failures if cd else 1,
+                    )
+            elif cd is not None and cd.error_class == ErrorClass.QUOTA_EXHAUSTED and (info.remaining or 0) > 0:
+                del state.cooldowns[model]
+        self._quota_due[account_id] = now + self._quota_interval()
         self._touch(state)
+
+    def _quota_interval(self) -> float:
+        interval = self.config.quota.refresh_interval
+        return interval * self.rng.uniform(1 - QUOTA_JITTER, 1 + QUOTA_JITTER) if interval else float("inf")
 
     async def refresh(self, account: Account) -> None:
         """Token, project and quota, now (the CLI's `accounts refresh`)."""
@@ -316,12 +433,51 @@ class Pool:
             await self.access_token(account, force=True)
             await self.refresh_quota(account)
         except google.GoogleError as e:
-            self.penalize(account, "*", e.verdict)
+            self.penalize(account, ACCOUNT_SCOPE, e.verdict)
             raise
+
+    def refresh_quotas_due(self) -> None:
+        """Starts background quota fetches for Google accounts that are due: one per account at a
+        time (single flight), a few at a time overall, each account on its own jittered clock."""
+        now = time.time()
+        for account in self.accounts:
+            if account.kind != "google" or not account.enabled or account.id in self._quota_tasks:
+                continue
+            due = self._quota_due.get(account.id)
+            if due is None:
+                fetched = self.state.of(account.id).quota_fetched_at
+                interval = self._quota_interval()
+                spread = self.rng.uniform(0, min(QUOTA_STARTUP_SPREAD, interval))
+                due = fetched + interval if now - fetched < interval else now + spread
+                self._quota_due[account.id] = due
+            if due > now:
+                continue
+            self._quota_due[account.id] = now + self._quota_interval()
+            self._start_quota(account)
+
+    def _start_quota(self, account: Account) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(self._quota_quietly(account))
+        self._quota_tasks[account.id] = task
+        task.add_done_callback(lambda _t, aid=account.id: self._quota_tasks.pop(aid, None))
+        return task
+
+    async def _quota_quietly(self, account: Account) -> None:
+        if self._quota_slots is None:
+            self._quota_slots = asyncio.Semaphore(QUOTA_PARALLEL)
+        try:
+            async with self._quota_slots:
+                await self.refresh_quota(account)
+        except google.GoogleError as e:
+            if e.verdict.policy.disable:
+                self.penalize(account, ACCOUNT_SCOPE, e.verdict)
+            else:
+                log.info("quota of %s not refreshed: %s", account.name, e.verdict.message)
+        except Exception:
+            log.exception("quota refresh of %s failed", account.name)
 
     # --- keeping in step with the files ------------------------------------------------------------
     def sync(self) -> None:
-        """Picks up CLI changes and writes what changed; cheap enough to call twice a second."""
+        """Picks up CLI changes to either file (a stat each, unless one changed)."""
         if self.store.changed():
             try:
                 self.store.load()
@@ -329,46 +485,33 @@ class Pool:
                 log.warning("%s", e)
         if self.state_file.changed():
             self.state_file.merge_from_disk(self.state)
-        if self._dirty and time.monotonic() - self._saved_at >= SAVE_EVERY:
-            self.save()
+
+    async def persist(self) -> None:
+        """Writes the state when it changed. The serializing stays on the loop (the state is only
+        consistent there); the write and its fsyncs go to a thread. If the CLI wrote meanwhile,
+        the next round merges its changes first."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        data = self.state_file.prepare(self.state, {a.id for a in self.accounts})
+        written = False
+        try:
+            written = await asyncio.to_thread(self.state_file.write_if_unchanged, data)
+        finally:
+            self._dirty = self._dirty or not written
 
     def save(self) -> None:
+        """Writes now, on this thread (the CLI, and the gateway when it stops)."""
         self._dirty = False
-        self._saved_at = time.monotonic()
         self.state_file.save(self.state, live_ids={a.id for a in self.accounts})
 
-    def refresh_quotas_due(self) -> None:
-        """Starts a background quota refresh for Google accounts whose figures are old."""
-        now = time.time()
-        for account in self.accounts:
-            if account.kind != "google" or not account.enabled or account.id in self._quota_tasks:
-                continue
-            state = self.state.of(account.id)
-            if now - state.quota_fetched_at < QUOTA_EVERY * random.uniform(0.9, 1.1):
-                continue
-            task = asyncio.get_running_loop().create_task(self._quota_quietly(account))
-            self._quota_tasks[account.id] = task
-            task.add_done_callback(lambda _t, aid=account.id: self._quota_tasks.pop(aid, None))
-
-    async def _quota_quietly(self, account: Account) -> None:
-        try:
-            await self.refresh_quota(account)
-        except google.GoogleError as e:
-            if e.verdict.error_class is ErrorClass.INVALID_GRANT:
-                self.penalize(account, "*", e.verdict)
-            else:
-                state = self.state.of(account.id)
-                state.quota_fetched_at = time.time()  # try again at the next interval, not at once
-                log.info("quota of %s not refreshed: %s", account.name, e.verdict.message)
-        except Exception:
-            log.exception("quota refresh of %s failed", account.name)
-
     async def run(self) -> None:
-        """The pool's background life: file sync and quota refresh."""
+        """The pool's background life: file sync, state writes and quota refresh."""
         while True:
             try:
                 self.sync()
+                await self.persist()
                 self.refresh_quotas_due()
             except Exception:
                 log.exception("pool housekeeping failed")
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(SYNC_EVERY)

@@ -17,9 +17,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import tomli_w
@@ -105,8 +107,32 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise RuntimeError("the gateway did not become healthy in time")
 
 
+class Output:
+    """Passes the gateway's output on line by line and catches mitmweb's URL (with its token) in it."""
+
+    WEB_URL = re.compile(r"Web server listening at (http://\S+)")
+
+    def __init__(self, source: IO[str], sink: IO[str]) -> None:
+        self.web_url: str | None = None
+        self._seen = threading.Event()
+        threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: IO[str], sink: IO[str]) -> None:
+        for line in source:
+            sink.write(line)
+            sink.flush()
+            if self.web_url is None and (match := self.WEB_URL.search(line)):
+                self.web_url = match.group(1)
+                self._seen.set()
+        self._seen.set()
+
+    def wait_for_web_url(self, timeout: float = 10) -> str | None:
+        self._seen.wait(timeout)
+        return self.web_url
+
+
 @contextlib.contextmanager
-def running(web: bool, quiet: bool) -> Iterator[tuple[str, str, subprocess.Popen, Path]]:
+def running(web: bool, quiet: bool) -> Iterator[tuple[str, str, subprocess.Popen, Path, str | None]]:
     with tempfile.TemporaryDirectory(prefix="switchyard-demo-") as tmp:
         home = Path(tmp)
         sim_proc, sim = start_sim(home / "simupstream.log")
@@ -119,12 +145,14 @@ def running(web: bool, quiet: bool) -> Iterator[tuple[str, str, subprocess.Popen
             argv = [str(BIN / "switchyard"), "run", *(["--web"] if web else [])]
             if web:
                 argv += ["--set", "web_open_browser=false", "--set", f"web_port={free_port(8081)}"]
-            log = open(home / "gateway.log", "w") if quiet else None
-            gateway = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT if quiet else None)
+            log = open(home / "gateway.log", "w") if quiet else sys.stdout
+            gateway = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             procs.append(gateway)
+            assert gateway.stdout is not None
+            output = Output(gateway.stdout, log)
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, gateway)
-            yield url, api_key, gateway, home
+            yield url, api_key, gateway, home, output.wait_for_web_url() if web else None
         finally:
             for proc in reversed(procs):
                 if proc.poll() is None:
@@ -135,11 +163,12 @@ def running(web: bool, quiet: bool) -> Iterator[tuple[str, str, subprocess.Popen
                         proc.kill()
 
 
-def explain(url: str, api_key: str) -> None:
+def explain(url: str, api_key: str, web_url: str | None) -> None:
+    web = f"  mitmweb:        {web_url}  (every flow, live)\n" if web_url else ""
     print(
         f"""
 Switchyard demo is running at {url}  (API key {api_key})
-  OpenAI SDK:     base_url="{url}/v1", api_key="{api_key}"
+{web}  OpenAI SDK:     base_url="{url}/v1", api_key="{api_key}"
   Anthropic SDK:  base_url="{url}", api_key="{api_key}"
   Google GenAI:   http_options={{"base_url": "{url}"}}, api_key="{api_key}"
   try: curl {url}/v1/chat/completions -H 'authorization: Bearer {api_key}' \\
@@ -228,14 +257,14 @@ def main() -> int:
     parser.add_argument("--web", action="store_true", help="run mitmweb instead of mitmdump")
     args = parser.parse_args()
     try:
-        with running(args.web, quiet=args.check) as (url, api_key, gateway, home):
+        with running(args.web, quiet=args.check) as (url, api_key, gateway, home, web_url):
             if args.check:
                 ok = run_checks(url, api_key)
                 print("demo check passed" if ok else f"demo check FAILED (gateway log: {home / 'gateway.log'})")
                 if not ok:
                     print((home / "gateway.log").read_text()[-4000:])
                 return 0 if ok else 1
-            explain(url, api_key)
+            explain(url, api_key, web_url)
             with contextlib.suppress(KeyboardInterrupt):
                 gateway.wait()
             return 0

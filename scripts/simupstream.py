@@ -25,10 +25,13 @@ Control API (JSON, no auth); every route has a same-named method on SimUpstream:
   POST /_sim/quota                 set_quota(account, model, remainingFraction, resetTime)
   GET /_sim/health
 
-What the model says, in every dialect, from the last user turn: "echo: <text[:200]>";
+What the model says, in every dialect, from the last user turn: "echo: <text[:200]>" (with the
+setting echo_last_part: of its last text part only);
 "[[call NAME {json}]]" with a declared tool NAME -> a tool call; a tool-result turn ->
 "tool result: <result>"; "[[think]]" (or thinking requested) -> a thought first; images ->
 "image: <mime> <n> bytes". Tokens: ceil(chars / 4) + 1 (see estimate_tokens).
+Thought signatures are checked as the real services do: Google's (v1internal and the Gemini API,
+compared as bytes, so either base64 alphabet) and Anthropic's each accept only their own.
 
 Rules (`behave`): checked in the order added, the first match with times left applies. Match
 keys: account (refresh token, email or key), model, endpoint (path prefix), path (substring),
@@ -84,6 +87,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "client_secret": "sim-client-secret",
     "fragment": False,  # split every stream event over two writes (parsers must buffer)
     "prefix_cache": True,  # report cached tokens for a prompt prefix seen before
+    "echo_last_part": False,  # echo only the last text part of the last user turn (real CLIs put
+                              # context before the prompt in the same turn)
 }
 
 DEFAULT_GOOGLE_MODELS = (
@@ -225,17 +230,30 @@ def split_text(text: str, n: int) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
 
 
-def b64_size(data: Any) -> int | None:
-    """Decoded size of standard or URL-safe base64 (padding optional), None when invalid."""
+def b64_bytes(data: Any) -> bytes | None:
+    """Standard or URL-safe base64 (padding optional) decoded, None when invalid."""
     if not isinstance(data, str):
         return None
     if "=" not in data:
         data += "=" * (-len(data) % 4)
     try:
         alt = b"-_" if ("-" in data or "_" in data) else None
-        return len(base64.b64decode(data, altchars=alt, validate=True))
+        return base64.b64decode(data, altchars=alt, validate=True)
     except ValueError:
         return None
+
+
+def b64_size(data: Any) -> int | None:
+    """Decoded size of standard or URL-safe base64 (padding optional), None when invalid."""
+    decoded = b64_bytes(data)
+    return None if decoded is None else len(decoded)
+
+
+def signature_key(sig: str) -> bytes | str:
+    """What identifies a signature: its bytes. Gemini's are protobuf bytes, so the SDKs may send
+    them back in either base64 alphabet (google-genai re-encodes them URL-safe)."""
+    decoded = b64_bytes(sig)
+    return sig if decoded is None else decoded
 
 
 def camel(key: str) -> str:
@@ -831,7 +849,7 @@ def anthropic_blocks(msg: dict[str, Any], where: str, final: bool) -> list[dict[
     return content
 
 
-def anthropic_conversation(body: dict[str, Any], signatures: dict[str, None], beta: str,
+def anthropic_conversation(body: dict[str, Any], signatures: dict[bytes | str, None], beta: str,
                            need_max_tokens: bool = True) -> Conv:
     if not isinstance(body.get("model"), str):
         raise bad("model: Field required")
@@ -896,7 +914,7 @@ def anthropic_conversation(body: dict[str, Any], signatures: dict[str, None], be
 
 
 def anthropic_pairing(turns: list[AnthropicTurn], blocks: list[dict[str, Any]], role: str, where: str,
-                      signatures: dict[str, None]) -> None:
+                      signatures: dict[bytes | str, None]) -> None:
     """tool_use/tool_result pairing between neighbours and thinking signatures, as the real API checks."""
     prev = turns[-1] if turns else None
     uses = [b["id"] for b in prev.blocks if b["type"] == "tool_use"] if prev else []
@@ -912,7 +930,7 @@ def anthropic_pairing(turns: list[AnthropicTurn], blocks: list[dict[str, Any]], 
                       f" immediately after: {', '.join(missing)}. Each `tool_use` block must have a corresponding"
                       " `tool_result` block in the next message.")
     for j, b in enumerate(blocks):
-        if b["type"] == "thinking" and b["signature"] not in signatures:
+        if b["type"] == "thinking" and signature_key(b["signature"]) not in signatures:
             raise bad(f"{where}.content.{j}: Invalid `signature` in `thinking` block")
 
 
@@ -965,7 +983,9 @@ class SimState:
             self._rules: list[Rule] = []
             self._log: deque[dict[str, Any]] = deque(maxlen=100_000)
             self._settings = dict(DEFAULT_SETTINGS)
-            self._signatures: dict[str, None] = {}  # ordered set of issued thought signatures
+            # Issued thought signatures by issuer, each an ordered set: Google refuses Anthropic's
+            # signatures and Anthropic Google's, as the real services do.
+            self._signatures: dict[str, dict[bytes | str, None]] = {"google": {}, "anthropic": {}}
             self._prefixes: set[bytes] = set()
             self._ids = itertools.count(1)
 
@@ -1197,11 +1217,12 @@ class SimState:
 
     # ----------------------------------------------------------------- shared answer logic
 
-    def _sign(self) -> str:
+    def _sign(self, issuer: str) -> str:
         sig = base64.b64encode(b"sim-sig:" + secrets.token_bytes(18)).decode()
-        self._signatures[sig] = None
-        if len(self._signatures) > 200_000:
-            del self._signatures[next(iter(self._signatures))]
+        issued = self._signatures[issuer]
+        issued[signature_key(sig)] = None
+        if len(issued) > 200_000:
+            del issued[next(iter(issued))]
         return sig
 
     def _compose(self, conv: Conv, who: Who, model: str) -> Answer:
@@ -1218,7 +1239,8 @@ class SimState:
                 args = None
             call = (m[1], args) if isinstance(args, dict) else None
         if call is None and text is None:
-            text = "echo: " + said[:200]
+            echoed = conv.texts[-1] if self._settings["echo_last_part"] and conv.texts else said
+            text = "echo: " + echoed[:200]
         if text is not None:
             text += "".join(f"\nimage: {d}" for d in conv.images)
         prompt = estimate_tokens(conv.chars) + IMAGE_TOKENS * conv.image_count
@@ -1257,7 +1279,7 @@ class SimState:
             first_call = True
             for p in parts:
                 sig = p.get("thoughtSignature")
-                if sig is not None and sig != BYPASS_SIGNATURE and sig not in self._signatures:
+                if sig not in (None, BYPASS_SIGNATURE) and signature_key(sig) not in self._signatures["google"]:
                     raise bad("Corrupted thought signature.")
                 if "functionCall" in p and first_call:
                     first_call = False
@@ -1277,12 +1299,12 @@ class SimState:
             usage["cachedContentTokenCount"] = ans.cached
         if ans.thought:
             usage["thoughtsTokenCount"] = ans.thoughts
-        head = [{"text": ans.thought, "thought": True, "thoughtSignature": self._sign()}] if ans.thought else []
+        head = [{"text": ans.thought, "thought": True, "thoughtSignature": self._sign("google")}] if ans.thought else []
         if ans.call:
             part: dict[str, Any] = {"functionCall": {"name": ans.call[0], "args": ans.call[1],
                                                      "id": f"call-{secrets.token_hex(6)}"}}
             if sign:
-                part["thoughtSignature"] = self._sign()
+                part["thoughtSignature"] = self._sign("google")
             body = [[part]]
         else:
             pieces = split_text(ans.text or "", self._settings["events"]) if stream else [ans.text or ""]
@@ -1692,13 +1714,13 @@ class SimState:
                            "first_id": names[0] if names else None, "last_id": names[-1] if names else None})
 
     def _anthropic_count(self, key: ApiKey, body: dict[str, Any], beta: str) -> Reply:
-        conv = anthropic_conversation(body, self._signatures, beta, need_max_tokens=False)
+        conv = anthropic_conversation(body, self._signatures["anthropic"], beta, need_max_tokens=False)
         if not key.knows(body["model"]):
             raise Fail(404, f"model: {body['model']}")
         return json_reply({"input_tokens": estimate_tokens(conv.chars) + IMAGE_TOKENS * conv.image_count})
 
     def _anthropic_messages(self, key: ApiKey, body: dict[str, Any], beta: str, ctx: Ctx) -> Reply:
-        conv = anthropic_conversation(body, self._signatures, beta)
+        conv = anthropic_conversation(body, self._signatures["anthropic"], beta)
         model = body["model"]
         if not key.knows(model):
             raise Fail(404, f"model: {model}")
@@ -1708,7 +1730,7 @@ class SimState:
                  "cache_read_input_tokens": cached, "output_tokens": ans.output + ans.thoughts}
         blocks: list[dict[str, Any]] = []
         if ans.thought:
-            blocks.append({"type": "thinking", "thinking": ans.thought, "signature": self._sign()})
+            blocks.append({"type": "thinking", "thinking": ans.thought, "signature": self._sign("anthropic")})
         if ans.call:
             blocks.append({"type": "tool_use", "id": "toolu_" + secrets.token_urlsafe(18), "name": ans.call[0],
                            "input": ans.call[1]})

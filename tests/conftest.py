@@ -122,9 +122,10 @@ class Gateway:
         out = self.cli("accounts", "add-google", "--refresh-token", token, "--email", email).stdout
         return out.split()[3]
 
-    def add_key(self, kind: str, *extra: str) -> str:
+    def add_key(self, kind: str, *extra: str, sim_models: list[str] | None = None) -> str:
+        """A key known to the simulated upstream (for `sim_models`, else its kind's defaults)."""
         key = f"sk-{kind}-{uuid.uuid4().hex}"
-        self.sim.add_api_key(key, kind)
+        self.sim.add_api_key(key, kind, sim_models)
         base = {"openai": f"{self.sim.url}/v1"}.get(kind, self.sim.url)
         out = self.cli("accounts", "add-key", "--kind", kind, "--api-key", key, "--base-url", base, *extra).stdout
         return out.split()[3]

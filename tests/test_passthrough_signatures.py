@@ -68,6 +68,21 @@ def test_request_and_response_bodies():
     assert response_body("gemini", b"raw") == b"raw"
 
 
+def test_gemini_turns_of_one_role_in_a_row_are_merged():
+    # Gemini CLI 0.61's model-router call: session context, then the prompt, as two user turns.
+    context, prompt = {"text": "<session_context>...</session_context>"}, {"text": "hello"}
+    body = {"contents": [{"role": "user", "parts": [context]}, {"parts": [prompt]},
+                         {"role": "model", "parts": [{"text": "a"}]}, {"role": "model", "parts": [{"text": "b"}]},
+                         {"role": "user", "parts": [{"text": "c"}]}],
+            "generationConfig": {"responseJsonSchema": {"type": "object"}}}
+    out = request_body("gemini", "antigravity", body, "m", stream=False)
+    assert out["contents"] == [{"role": "user", "parts": [context, prompt]},
+                               {"role": "model", "parts": [{"text": "a"}, {"text": "b"}]},
+                               {"role": "user", "parts": [{"text": "c"}]}]
+    assert out["generationConfig"] is body["generationConfig"]
+    assert len(body["contents"]) == 5 and body["contents"][0]["parts"] == [context]  # caller's body unchanged
+
+
 def _history(*parts: c.Part) -> c.Request:
     return c.Request(model="m", messages=[c.Message("user", [c.Text("q")]), c.Message("assistant", list(parts))])
 
@@ -112,3 +127,37 @@ def test_history_store_is_bounded_by_size():
     assert store.get("a") is None and store.get("b") is not None
     store.put("huge", [c.Message("user", [c.Text("z" * 500)])])
     assert store.get("huge") is None and store.get("b") is not None
+
+
+def test_signatures_match_in_either_base64_alphabet():
+    cache = SignatureCache()
+    standard = "ab+/cd=="  # as Google sent it
+    cache.remember([c.Thinking("t", standard)], "antigravity")
+    urlsafe = _history(c.Thinking("t", "ab-_cd"))  # as google-genai sends it back
+    assert not cache.honoured(urlsafe, "anthropic")
+    assert cache.for_upstream(urlsafe, "anthropic").messages[1].parts == [c.Text("t")]
+
+
+def test_unsigned_calls_are_not_passed_through_to_google():
+    cache = SignatureCache()
+    assert not cache.honoured(_history(c.ToolCall("call_1", "f", {})), "antigravity")
+    assert cache.honoured(_history(c.ToolCall("call_1", "f", {})), "anthropic")
+    assert cache.honoured(_history(c.ToolCall("call_1", "f", {}, "sig"), c.ToolCall("call_2", "g", {})), "gemini")
+
+
+def test_anthropic_thinking_dropped_when_history_lost_its_thinking_blocks():
+    body = {
+        "model": "claude-x", "max_tokens": 100, "thinking": {"type": "adaptive"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "messages": [
+            {"role": "user", "content": "list"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "a b"}]},
+        ],
+    }
+    out = request_body("anthropic", "anthropic", body, "claude-y", stream=True)
+    assert "thinking" not in out and "context_management" not in out
+    assert body["thinking"] == {"type": "adaptive"}  # the caller's body is untouched
+    body["messages"][1]["content"].insert(0, {"type": "thinking", "thinking": "t", "signature": "s"})
+    kept = request_body("anthropic", "anthropic", body, "claude-y", stream=True)
+    assert kept["thinking"] == {"type": "adaptive"} and "context_management" in kept

@@ -736,7 +736,7 @@ def _messages_out(messages: list[c.Message]) -> list[dict[str, Any]]:
     return turns
 
 
-def _opens_with_thinking(turns: list[dict[str, Any]]) -> bool:
+def opens_with_thinking(turns: list[dict[str, Any]]) -> bool:
     """With thinking on, Anthropic wants the assistant turn of an unfinished tool loop to open
     with a thinking block; history written by another upstream may not."""
     last = next((turn["content"] for turn in reversed(turns) if turn["role"] == "assistant"), None)
@@ -753,7 +753,7 @@ def _thinking_out(request: c.Request, max_tokens: int, turns: list[dict[str, Any
         return {"type": "disabled"}
     if request.tools and request.tool_choice is not None and request.tool_choice.mode in ("required", "tool"):
         return None  # Anthropic refuses thinking with a forced tool; the caller's tool demand wins
-    if not _opens_with_thinking(turns):
+    if not opens_with_thinking(turns):
         return None
     if config.budget_tokens is not None and config.budget_tokens > 0:
         budget = min(config.budget_tokens, max_tokens - 1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import anthropic
 from .sse import SSEParser, ServerSentEvent
 
 # Caller protocol -> the upstream dialects that speak it natively.
@@ -29,12 +30,64 @@ def is_native(caller: str, dialect: str) -> bool:
 def request_body(caller: str, dialect: str, body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
     """The caller's body for the upstream: its model replaced (Gemini names it in the URL)."""
     if caller == "gemini":
-        return body
+        return _alternating(body)
     out = dict(body, model=model)
+    if caller == "anthropic":
+        _fit_thinking(out)
     if caller == "openai_chat" and stream:
         # The gateway needs usage for every stream; `Passthrough` hides it when not asked for.
         out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     return out
+
+
+def _alternating(body: dict[str, Any]) -> dict[str, Any]:
+    """Neighbouring `contents` of one role merged into one turn, parts in order (the body itself
+    when they alternate already). Gemini CLI's model-router call sends its session context and the
+    prompt as two user turns in a row; Google's API has refused that ("Please ensure that multiturn
+    requests alternate between user and model"), and the simulated upstream does."""
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not all(
+        isinstance(turn, dict) and isinstance(turn.get("parts"), list) for turn in contents
+    ):
+        return body  # malformed: the upstream's own error says best what is wrong
+    roles = [turn.get("role") or "user" for turn in contents]
+    if all(a != b for a, b in zip(roles, roles[1:])):
+        return body
+    merged: list[dict[str, Any]] = []
+    for turn, role in zip(contents, roles):
+        if merged and (merged[-1].get("role") or "user") == role:
+            merged[-1] = {**merged[-1], "parts": [*merged[-1]["parts"], *turn["parts"]]}
+        else:
+            merged.append(turn)
+    return {**body, "contents": merged}
+
+
+def _fit_thinking(body: dict[str, Any]) -> None:
+    """Anthropic refuses thinking when the open tool loop's assistant turn does not start with a
+    thinking block, and some clients (Claude Code behind a custom base URL) drop those blocks
+    from their history: then this one request goes without thinking, as the API itself advises."""
+    thinking = body.get("thinking")
+    messages = body.get("messages")
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
+        return
+    turns = [m for m in messages if isinstance(m, dict) and m.get("role") in ("user", "assistant")] if isinstance(messages, list) else []
+    blocks = [dict(m, content=_blocks(m.get("content"))) for m in turns]
+    if anthropic.opens_with_thinking(blocks):
+        return
+    del body["thinking"]
+    management = body.get("context_management")
+    if isinstance(management, dict) and isinstance(edits := management.get("edits"), list):
+        kept = [e for e in edits if not (isinstance(e, dict) and str(e.get("type", "")).startswith("clear_thinking"))]
+        if kept:
+            body["context_management"] = {**management, "edits": kept}
+        else:
+            del body["context_management"]
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [b for b in content if isinstance(b, dict) and "type" in b] if isinstance(content, list) else []
 
 
 def response_body(dialect: str, raw: bytes) -> bytes:

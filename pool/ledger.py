@@ -1,0 +1,187 @@
+"""The usage ledger: one SQLite row per caller request, kept across restarts.
+
+The gateway's event loop must never wait on the disk, so `Ledger.add` only queues the row and a
+writer thread of its own inserts and commits. It commits whatever is queued as soon as it can
+(under load rows batch up by themselves while a commit runs), so a killed gateway loses at most
+the rows of its last moment. WAL mode keeps the file whole through a kill and lets
+`switchyard stats` read while the gateway writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+from .files import PRIVATE
+
+log = logging.getLogger("switchyard.ledger")
+
+SCHEMA_VERSION = 1
+BATCH_MAX = 1000  # rows per transaction at most
+QUEUE_MAX = 100_000  # rows waiting at most; past that new rows are dropped, with a warning
+PRUNE_EVERY = 3600.0  # seconds between retention sweeps
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One caller request, as the ledger keeps it."""
+
+    at: float  # epoch seconds when the request arrived
+    protocol: str  # the caller's protocol (openai_chat, anthropic, gemini, ...)
+    operation: str  # generate | count_tokens | ...
+    requested_model: str | None
+    model: str | None  # the upstream model that served it
+    account_id: str | None
+    account: str | None  # the account's display name then (labels change, ids stay)
+    status: int | None  # what the caller got
+    error_class: str | None  # None when it went well
+    attempts: int  # upstream attempts (0: none was made)
+    stream: bool
+    latency_ms: float | None
+    ttfb_ms: float | None  # until the caller's first byte was ready
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+COLUMNS = tuple(f.name for f in fields(Record))
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    protocol TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    requested_model TEXT,
+    model TEXT,
+    account_id TEXT,
+    account TEXT,
+    status INTEGER,
+    error_class TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    stream INTEGER NOT NULL DEFAULT 0,
+    latency_ms REAL,
+    ttfb_ms REAL,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
+"""
+_INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the ledger, created (mode 0600) with its schema when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        # SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE))
+    db = sqlite3.connect(path, timeout=10)
+    db.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL loses nothing to a killed process, only maybe to a power cut.
+    db.execute("PRAGMA synchronous=NORMAL")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        db.close()
+        raise sqlite3.DatabaseError(f"{path} was written by a newer switchyard (schema {version})")
+    if version < SCHEMA_VERSION:
+        db.executescript(_DDL)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    return db
+
+
+class Ledger:
+    """Appends records from any thread without blocking it; a thread of its own writes them."""
+
+    _STOP = object()
+
+    def __init__(self, path: Path, retention_days: float) -> None:
+        self.path = path
+        self.retention = retention_days * DAY
+        self._queue: queue.Queue[Record | object] = queue.Queue(QUEUE_MAX)
+        self._thread: threading.Thread | None = None
+        self._dropped = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="switchyard-ledger", daemon=True)
+            self._thread.start()
+
+    def add(self, record: Record) -> None:
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._dropped += 1
+            if self._dropped in (1, 1000) or self._dropped % 100_000 == 0:
+                log.warning("the usage ledger cannot keep up: %d rows dropped", self._dropped)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Writes what is queued, then stops the writer."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(self._STOP)
+        thread.join(timeout)
+
+    # --- the writer thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            db = connect(self.path)
+        except (OSError, sqlite3.Error) as e:
+            log.error("usage ledger %s cannot be opened, requests are not recorded: %s", self.path, e)
+            self._drain_forever()
+            return
+        try:
+            next_prune = 0.0
+            while True:
+                if time.monotonic() >= next_prune:
+                    self._prune(db)
+                    next_prune = time.monotonic() + PRUNE_EVERY
+                try:
+                    first = self._queue.get(timeout=PRUNE_EVERY)
+                except queue.Empty:
+                    continue
+                batch = [first]
+                while len(batch) < BATCH_MAX:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = any(item is self._STOP for item in batch)
+                self._write(db, [r for r in batch if isinstance(r, Record)])
+                if stop:
+                    return
+        finally:
+            db.close()
+
+    def _write(self, db: sqlite3.Connection, records: list[Record]) -> None:
+        if not records:
+            return
+        try:
+            with db:
+                db.executemany(_INSERT, [astuple(r) for r in records])
+        except sqlite3.Error as e:
+            log.warning("usage ledger: %d rows not written: %s", len(records), e)
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        try:
+            with db:
+                gone = db.execute("DELETE FROM requests WHERE at < ?", (time.time() - self.retention,)).rowcount
+            if gone:
+                log.debug("usage ledger: %d rows older than the retention removed", gone)
+        except sqlite3.Error as e:
+            log.warning("usage ledger: old rows not removed: %s", e)
+
+    def _drain_forever(self) -> None:
+        while self._queue.get() is not self._STOP:
+            pass

@@ -1,0 +1,247 @@
+"""`switchyard stats`: requests, tokens and errors from the usage ledger, as a table or JSON.
+
+The JSON form is for scripts and stays stable: {"since", "until", "by", "totals", "rows"}, where
+every row has the grouping keys and the same counters as "totals" (less the breakdowns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sqlite3
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import ledger
+from .paths import Home
+
+_HOUR = "strftime('%Y-%m-%d %H:00', at, 'unixepoch', 'localtime')"
+# Grouping -> (what SQL groups by, the row keys it adds and their SQL).
+GROUPS: dict[str, tuple[str, dict[str, str]]] = {
+    "account": ("account_id", {"account_id": "account_id", "account": "max(account)"}),
+    # What served the request, or what was asked for when nothing did (unknown models, errors).
+    "model": ("coalesce(model, requested_model)", {"model": "coalesce(model, requested_model)"}),
+    "hour": (_HOUR, {"hour": _HOUR}),
+}
+
+COUNTERS: dict[str, str] = {
+    "requests": "count(*)",
+    "errors": "coalesce(sum(error_class IS NOT NULL), 0)",
+    "retried": "coalesce(sum(attempts > 1), 0)",
+    "attempts": "coalesce(sum(attempts), 0)",
+    "input_tokens": "coalesce(sum(input_tokens), 0)",
+    "output_tokens": "coalesce(sum(output_tokens), 0)",
+    "cached_tokens": "coalesce(sum(cached_tokens), 0)",
+    "reasoning_tokens": "coalesce(sum(reasoning_tokens), 0)",
+    "avg_latency_ms": "round(avg(latency_ms), 1)",
+    "avg_ttfb_ms": "round(avg(ttfb_ms), 1)",
+}
+DEFAULT_BY = ("account", "model")
+UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(slots=True)
+class Report:
+    since: float
+    until: float
+    by: tuple[str, ...]
+    totals: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": _iso(self.since),
+            "until": _iso(self.until),
+            "by": list(self.by),
+            "totals": self.totals,
+            "rows": self.rows,
+        }
+
+
+# --- querying ------------------------------------------------------------------------------------
+
+
+def report(path: Path, since: float, by: Sequence[str] = DEFAULT_BY, until: float | None = None) -> Report:
+    """Totals and grouped rows for the requests that arrived in [since, until]."""
+    until = time.time() if until is None else until
+    by = tuple(by)
+    if not path.exists():
+        return Report(since, until, by, _empty_totals(), [])
+    db = ledger.connect(path)
+    try:
+        return Report(since, until, by, _totals(db, since, until), _rows(db, since, until, by))
+    finally:
+        db.close()
+
+
+_WHERE = "FROM requests WHERE at >= ? AND at <= ?"
+
+
+def _counters_sql() -> str:
+    return ", ".join(f"{expr} AS {name}" for name, expr in COUNTERS.items())
+
+
+def _totals(db: sqlite3.Connection, since: float, until: float) -> dict[str, Any]:
+    db.row_factory = sqlite3.Row
+    totals = dict(db.execute(f"SELECT {_counters_sql()} {_WHERE}", (since, until)).fetchone())
+    totals["p50_latency_ms"] = _percentile(db, since, until, totals["requests"], 0.50)
+    totals["p95_latency_ms"] = _percentile(db, since, until, totals["requests"], 0.95)
+    totals["statuses"] = {
+        str(status): n
+        for status, n in db.execute(f"SELECT status, count(*) {_WHERE} GROUP BY status ORDER BY status", (since, until))
+    }
+    totals["error_classes"] = {
+        kind: n
+        for kind, n in db.execute(
+            f"SELECT error_class, count(*) {_WHERE} AND error_class IS NOT NULL GROUP BY error_class ORDER BY 2 DESC",
+            (since, until),
+        )
+    }
+    return totals
+
+
+def _percentile(db: sqlite3.Connection, since: float, until: float, count: int, q: float) -> float | None:
+    if not count:
+        return None
+    row = db.execute(
+        f"SELECT latency_ms {_WHERE} AND latency_ms IS NOT NULL ORDER BY latency_ms LIMIT 1 OFFSET ?",
+        (since, until, max(int(count * q + 0.5) - 1, 0)),
+    ).fetchone()
+    return round(row[0], 1) if row else None
+
+
+def _rows(db: sqlite3.Connection, since: float, until: float, by: tuple[str, ...]) -> list[dict[str, Any]]:
+    keys = ", ".join(f"{expr} AS {name}" for group in by for name, expr in GROUPS[group][1].items())
+    group_by = ", ".join(GROUPS[group][0] for group in by)
+    order = "hour" if "hour" in by else "requests DESC"
+    sql = f"SELECT {keys}, {_counters_sql()} {_WHERE} GROUP BY {group_by} ORDER BY {order}"
+    db.row_factory = sqlite3.Row
+    return [dict(row) for row in db.execute(sql, (since, until))]
+
+
+def _empty_totals() -> dict[str, Any]:
+    totals: dict[str, Any] = {name: 0 for name in COUNTERS}
+    totals.update(avg_latency_ms=None, avg_ttfb_ms=None, p50_latency_ms=None, p95_latency_ms=None)
+    return totals | {"statuses": {}, "error_classes": {}}
+
+
+# --- reading the command line ---------------------------------------------------------------------
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """`30m`, `24h`, `7d`, `2w` back from now; `all`; or a local date/time `2025-06-01[T10:00]`."""
+    now = time.time() if now is None else now
+    text = text.strip().lower()
+    if text == "all":
+        return 0.0
+    if match := re.fullmatch(r"(\d+(?:\.\d+)?)\s*([mhdw])", text):
+        return now - float(match[1]) * UNITS[match[2]]
+    try:
+        return datetime.fromisoformat(text.upper()).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use 30m, 24h, 7d, 2w, all or a date like 2025-06-01") from None
+
+
+def parse_by(text: str) -> tuple[str, ...]:
+    groups = tuple(g.strip() for g in text.split(",") if g.strip())
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown or not groups:
+        raise argparse.ArgumentTypeError(f"--by takes {', '.join(GROUPS)} (or several, comma-separated)")
+    return groups
+
+
+# --- showing ------------------------------------------------------------------------------------------
+
+
+def render(report: Report) -> str:
+    t = report.totals
+    span = f"{_clock(report.since) if report.since else 'the beginning'} to {_clock(report.until)}"
+    lines = [f"usage from {span}"]
+    if not t["requests"]:
+        return lines[0] + ": no requests"
+    share = f" ({t['errors'] / t['requests'] * 100:.1f}%)" if t["errors"] else ""
+    lines += [
+        f"  requests {t['requests']:,}   errors {t['errors']:,}{share}   retried {t['retried']:,}   attempts {t['attempts']:,}",
+        f"  tokens   in {t['input_tokens']:,}   out {t['output_tokens']:,}   cached {t['cached_tokens']:,}"
+        f"   reasoning {t['reasoning_tokens']:,}",
+        f"  latency  avg {_ms(t['avg_latency_ms'])}   p50 {_ms(t['p50_latency_ms'])}   p95 {_ms(t['p95_latency_ms'])}"
+        f"   first byte avg {_ms(t['avg_ttfb_ms'])}",
+        "  statuses " + "  ".join(f"{status} x{n:,}" for status, n in t["statuses"].items()),
+    ]
+    if t["error_classes"]:
+        lines.append("  errors   " + ", ".join(f"{kind} {n:,}" for kind, n in t["error_classes"].items()))
+    lines += ["", _table(report)]
+    return "\n".join(lines)
+
+
+# Row key -> (column title, how to show it).
+_KEY_COLUMNS = {
+    "account": ("ACCOUNT", lambda row: row["account"] or row["account_id"] or "(none)"),
+    "model": ("MODEL", lambda row: row["model"] or "(none)"),
+    "hour": ("HOUR", lambda row: row["hour"]),
+}
+_COUNT_COLUMNS = [
+    ("REQUESTS", "requests"), ("ERRORS", "errors"), ("RETRIED", "retried"), ("IN", "input_tokens"),
+    ("OUT", "output_tokens"), ("AVG MS", "avg_latency_ms"), ("TTFB MS", "avg_ttfb_ms"),
+]
+
+
+def _table(report: Report) -> str:
+    header = [_KEY_COLUMNS[g][0] for g in report.by] + [title for title, _ in _COUNT_COLUMNS]
+    table = [header]
+    for row in report.rows:
+        cells = [_KEY_COLUMNS[g][1](row) for g in report.by]
+        cells += [_number(row[key]) for _, key in _COUNT_COLUMNS]
+        table.append(cells)
+    keys = len(report.by)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i < keys else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
+        for r in table
+    )
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} ms"
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+# --- the command ---------------------------------------------------------------------------------------
+
+
+def add_command(commands: Any) -> None:
+    """Registers `switchyard stats` on the CLI's subcommands."""
+    p = commands.add_parser("stats", help="requests, tokens and errors from the usage ledger")
+    p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    p.add_argument("--since", type=parse_since, default="24h", help="30m, 24h (default), 7d, 2w, all, or a date")
+    p.add_argument("--by", type=parse_by, default=DEFAULT_BY, help="account, model or hour (default account,model)")
+    p.set_defaults(handler=cmd_stats)
+
+
+def cmd_stats(args: argparse.Namespace, where: Home) -> int:
+    try:
+        result = report(where.ledger_file, args.since, args.by)
+    except sqlite3.Error as e:
+        print(f"switchyard: cannot read the usage ledger {where.ledger_file}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.to_json(), indent=2) if args.json else render(result))
+    return 0
