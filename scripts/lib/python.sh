@@ -37,9 +37,12 @@ ensure_venv() {
     want=$(cat "$top/pyproject.toml" | cksum)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "switchyard: installing into .venv (first run takes a minute)" >&2
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$top[dev]" 2>&1 \
-            | grep -v "is ignored: it is neither a file nor a directory" >&2
-        [ "${PIPESTATUS[0]}" = 0 ] || { echo "switchyard: installing failed" >&2; return 1; }
+        log="$venv/.switchyard-install.log"
+        if ! "$venv/bin/python" -m pip install --disable-pip-version-check -e "$top[dev]" >"$log" 2>&1; then
+            grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -n 30 >&2
+            echo "switchyard: installing failed (full log: $log)" >&2
+            return 1
+        fi
         echo "$want" > "$stamp"
     fi
 }
