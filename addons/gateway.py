@@ -15,13 +15,13 @@ import secrets
 import time
 from typing import Any
 
-import httpx
 from mitmproxy import http
 
 from pool import mapping
 from pool.dispatch import Call, DispatchError, Dispatcher, Exchange
 from pool.health import ErrorClass, Verdict, network_failure
 from pool.pool import Pool
+from pool.transport import Transport, TransportError
 from pool.upstreams import COUNTS_TOKENS
 
 from . import answers, estimate, routes, streaming, trace
@@ -36,9 +36,6 @@ from .translate.assemble import Assembler
 from .translate.protocol import ModelInfo
 
 log = logging.getLogger("switchyard")
-# httpx logs every upstream request at INFO; the gateway's own line per request says more.
-for _noisy in ("httpx", "httpcore"):
-    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 VERSION = "0.1.0"
 MAX_BODY = 32 * 1024 * 1024
@@ -51,7 +48,7 @@ class Gateway:
         self.relay = Relay()
         self.signatures = SignatureCache()
         self.history = ResponseHistory()
-        self.client: httpx.AsyncClient | None = None
+        self.transport: Transport | None = None
         self.pool: Pool | None = None
         self.dispatcher: Dispatcher | None = None
         self._housekeeping: asyncio.Task | None = None
@@ -61,11 +58,8 @@ class Gateway:
         config = self.settings.config
         if config is None or self.pool is not None:
             return
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
-            follow_redirects=False,
-        )
-        self.pool = Pool(config, self.settings.home, self.client)
+        self.transport = Transport()
+        self.pool = Pool(config, self.settings.home, self.transport)
         self.dispatcher = Dispatcher(self.pool)
         loop = asyncio.get_running_loop()
         loop.create_task(self.relay.start())
@@ -82,10 +76,10 @@ class Gateway:
                 self.pool.save()
             except Exception as e:
                 log.warning("could not save the pool state: %s", e)
-        if self.client is not None:
-            client, self.client = self.client, None
+        if self.transport is not None:
+            transport, self.transport = self.transport, None
             try:
-                asyncio.get_running_loop().create_task(client.aclose())
+                asyncio.get_running_loop().create_task(transport.aclose())
             except RuntimeError:
                 pass
 
@@ -256,7 +250,7 @@ class Gateway:
                 async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
                     raw = await exchange.response.aread()
                 answer = registry.DIALECTS[exchange.dialect].decode_response(json.loads(raw))
-            except (httpx.HTTPError, TimeoutError) as e:
+            except (TransportError, TimeoutError) as e:
                 self.dispatcher.finish(exchange, network_failure(e))
                 continue
             except (ValueError, c.BadUpstreamAnswer) as e:
@@ -379,7 +373,7 @@ class Gateway:
                 raw = await exchange.response.aread()
                 total = estimate.read_count(json.loads(raw))
                 self.dispatcher.finish(exchange)
-            except (httpx.HTTPError, ValueError) as e:
+            except (TransportError, TimeoutError, ValueError) as e:
                 self.dispatcher.finish(exchange, Verdict(ErrorClass.SERVER, f"countTokens answer unreadable: {e}", 200))
             finally:
                 await exchange.response.aclose()

@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-
 from pool.dispatch import Exchange
 from pool.health import ErrorClass, Verdict, network_failure
+from pool.transport import TransportError
 
 from .translate import canonical as c
 from .translate.passthrough import Passthrough
@@ -85,7 +84,7 @@ async def prefetch(exchange: Exchange, decoder: StreamDecoder) -> Prefetched | V
                     break
             else:
                 events = decoder.close()
-    except (httpx.HTTPError, TimeoutError) as e:
+    except (TransportError, TimeoutError) as e:
         return network_failure(e)
     if events and not isinstance(events[0], c.StreamError):
         return Prefetched(raw, events, chunks)
@@ -121,7 +120,7 @@ async def body(
         except TimeoutError:
             verdict = Verdict(ErrorClass.TIMEOUT, "the upstream did not finish within request_timeout")
             closing = [c.StreamError(verdict.message, 504, "timeout")]
-        except httpx.HTTPError as e:
+        except TransportError as e:
             verdict = network_failure(e)
             closing = [c.StreamError(f"the upstream connection broke mid-stream: {verdict.message}", 502)]
         observe(closing)

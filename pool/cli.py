@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 
 from . import config as config_file
 from . import login
@@ -23,6 +22,7 @@ from .config import Config, ConfigError
 from .google import GoogleError
 from .paths import Home, home
 from .pool import Pool
+from .transport import Transport
 from .state import ACCOUNT_SCOPE, AccountState, StateFile
 
 ROUTER = Path(__file__).resolve().parent.parent / "addons" / "router.py"
@@ -301,8 +301,8 @@ def cmd_refresh(args: argparse.Namespace, where: Home) -> int:
 
 async def _refresh(config: Config, where: Home, account_id: str | None) -> int:
     failures = 0
-    async with httpx.AsyncClient() as client:
-        pool = Pool(config, where, client)
+    async with Transport() as transport:
+        pool = Pool(config, where, transport)
         accounts = [pool.store.get(account_id)] if account_id else pool.accounts
         for account in accounts:
             if account.kind != "google":

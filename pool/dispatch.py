@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from . import google, upstreams
 from .accounts import Account, Kind
 from .health import ErrorClass, Step, Verdict, classify, network_failure
 from .pool import Lease, Pool
+from .transport import Response, Transport, TransportError
 from .upstreams import Operation
 
 ERROR_BODY_LIMIT = 64 * 1024
@@ -68,7 +67,7 @@ class Call:
 class Exchange:
     """A good upstream answer whose body has not been read yet."""
 
-    response: httpx.Response
+    response: Response
     account: Account
     dialect: str
     model: str
@@ -105,8 +104,8 @@ class Dispatcher:
         self.pool = pool
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        return self.pool.client
+    def transport(self) -> Transport:
+        return self.pool.transport
 
     async def send(self, call: Call) -> Exchange:
         config = self.pool.config
@@ -187,7 +186,7 @@ class Dispatcher:
                 result = await self._post(target, call.stream, deadline)
                 ms = (time.monotonic() - started) * 1000
                 host = urlsplit(target.url).hostname or "?"
-                if isinstance(result, httpx.Response) and result.status_code < 400:
+                if isinstance(result, Response) and result.status_code < 400:
                     attempts.append(Attempt(account.id, account.name, host, result.status_code, "ok", ms))
                     self.pool.answered(lease)
                     return Exchange(result, account, dialect, model, attempts, lease, deadline)
@@ -217,7 +216,7 @@ class Dispatcher:
         token = await self.pool.access_token(account)
         return token, await self.pool.project(account, token)
 
-    async def _post(self, target: upstreams.Target, stream: bool, deadline: float) -> httpx.Response | Verdict:
+    async def _post(self, target: upstreams.Target, stream: bool, deadline: float) -> Response | Verdict:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Verdict(ErrorClass.TIMEOUT, "request_timeout reached before the upstream answered")
@@ -228,28 +227,20 @@ class Dispatcher:
             **target.headers,
         }
         content = json.dumps(target.body, separators=(",", ":"), ensure_ascii=False).encode()
-        request = self.client.build_request(
-            "POST",
-            target.url,
-            content=content,
-            headers=headers,
-            timeout=httpx.Timeout(remaining, connect=min(10.0, remaining)),
-        )
         try:
-            async with asyncio.timeout(remaining):
-                return await self.client.send(request, stream=True)
-        except (httpx.HTTPError, TimeoutError) as e:
+            return await self.transport.request("POST", target.url, headers=headers, content=content, timeout=remaining)
+        except TransportError as e:
             return network_failure(e)
 
     @staticmethod
-    async def _verdict(response: httpx.Response) -> Verdict:
+    async def _verdict(response: Response) -> Verdict:
         try:
             raw = b""
             async for chunk in response.aiter_bytes():
                 raw += chunk
                 if len(raw) >= ERROR_BODY_LIMIT:
                     break
-        except httpx.HTTPError:
+        except TransportError:
             pass
         finally:
             await response.aclose()

@@ -196,10 +196,10 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
 
 
 def network_failure(exc: BaseException) -> Verdict:
-    name = type(exc).__name__
-    if "Timeout" in name:
-        return Verdict(ErrorClass.TIMEOUT, f"upstream did not answer in time ({name})")
-    detail = str(exc) or name
+    """A failed exchange (a `TransportError`, or a timeout) as a verdict."""
+    if getattr(exc, "timeout", False) or isinstance(exc, TimeoutError):
+        return Verdict(ErrorClass.TIMEOUT, f"upstream did not answer in time ({exc or type(exc).__name__})")
+    detail = str(exc) or type(exc).__name__
     return Verdict(ErrorClass.NETWORK, f"cannot reach the upstream: {detail}")
 
 

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import httpx
 
 from . import google
 from .accounts import Account, AccountStore, new_id
 from .config import Config
 from .paths import Home
 from .state import StateFile
+from .transport import Transport
 
 # What Antigravity asks for: Cloud Code needs cloud-platform; the rest it uses for the user's
 # identity, its logs and its experiments.
@@ -193,7 +193,7 @@ async def login(
             raise LoginError(f"no sign-in within {timeout:.0f} s; run the command again") from None
     finally:
         callback.close()
-    async with httpx.AsyncClient() as client:
+    async with Transport() as client:
         try:
             token = await google.exchange_code(
                 client, upstream.token_url, client_id, client_secret, code=code, verifier=pkce.verifier, redirect_uri=redirect_uri

@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
-import httpx
 
 from . import google
 from .accounts import Account, AccountStore, Kind
 from .config import Config
 from .health import ErrorClass, Verdict
 from .paths import Home
+from .transport import Transport
 from .state import ACCOUNT_SCOPE, AccountState, Cooldown, LastError, Quota, Session, State, StateFile
 
 log = logging.getLogger("switchyard.pool")
@@ -72,9 +72,9 @@ class Lease:
 
 
 class Pool:
-    def __init__(self, config: Config, home: Home, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: Config, home: Home, transport: Transport) -> None:
         self.config = config
-        self.client = client
+        self.transport = transport
         self.store = AccountStore(home.accounts_file)
         self.state_file = StateFile(home.state_file)
         self.state: State = self.state_file.load()
@@ -372,7 +372,7 @@ class Pool:
                 return state.access_token  # type: ignore[return-value]
             upstream = self.config.upstreams.antigravity
             client_id, client_secret = upstream.oauth_client
-            token = await google.refresh_token(self.client, upstream.token_url, client_id, client_secret, account.secret)
+            token = await google.refresh_token(self.transport, upstream.token_url, client_id, client_secret, account.secret)
             state.access_token = token.access_token
             state.access_expires_at = token.expires_at
             self._touch(state)
@@ -389,7 +389,7 @@ class Pool:
             state = self.state.of(account.id)
             if state.project:
                 return state.project
-            project = await google.load_code_assist(self.client, self.config.upstreams.antigravity.endpoints, access_token)
+            project = await google.load_code_assist(self.transport, self.config.upstreams.antigravity.endpoints, access_token)
             state.project = project
             self._touch(state)
             return project
@@ -398,7 +398,7 @@ class Pool:
     async def refresh_quota(self, account: Account) -> None:
         token = await self.access_token(account)
         project = await self.project(account, token)
-        quota = await google.fetch_available_models(self.client, self.config.upstreams.antigravity.endpoints, token, project)
+        quota = await google.fetch_available_models(self.transport, self.config.upstreams.antigravity.endpoints, token, project)
         self.apply_quota(account.id, quota)
 
     def apply_quota(self, account_id: str, quota: dict[str, Quota]) -> None:

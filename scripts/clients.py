@@ -2,7 +2,7 @@
 """clients: installs the real coding CLIs the end-to-end tests drive through the gateway.
 
 Claude Code, Codex CLI and Gemini CLI come from the npm registry, pinned to the releases the
-request fixtures in ../shared/fixtures/clients were captured from, into `.cache/clients/`
+request fixtures in tests/fixtures/clients were captured from, into `.cache/clients/`
 (git-ignored). Idempotent: when the pinned versions are present nothing is run.
 
 Run:     python scripts/clients.py [--quiet] [--list]   (exit 1 with the reason on failure)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 
 from conftest import SIM_CLIENT, merge
 from pool import cli
@@ -27,6 +26,7 @@ from pool.config import parse
 from pool.dispatch import Call, Dispatcher, DispatchError
 from pool.paths import Home
 from pool.pool import Pool
+from pool.transport import Transport
 
 MODEL = "gemini-2.5-flash"
 
@@ -89,7 +89,7 @@ class Rig:
             },
         }
         self.config = parse(merge(base, config))
-        self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
+        self.transport = Transport(limit=200)
         self._pool: Pool | None = None
         self.dispatcher: Dispatcher | None = None
 
@@ -99,7 +99,7 @@ class Rig:
     @property
     def pool(self) -> Pool:
         if self._pool is None:
-            self._pool = Pool(self.config, self.home, self.client)
+            self._pool = Pool(self.config, self.home, self.transport)
             self.dispatcher = Dispatcher(self._pool)
         return self._pool
 
@@ -125,7 +125,7 @@ class Rig:
         return Answer(200, exchange.account.id)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.transport.aclose()
 
 
 def wait_until(predicate: Any, timeout: float, step: float = 0.05) -> float:

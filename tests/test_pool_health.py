@@ -94,10 +94,11 @@ def test_steps_that_the_dispatcher_relies_on():
 
 
 def test_network_failures():
-    import httpx
+    from pool.transport import TransportError
 
-    assert network_failure(httpx.ConnectError("refused")).error_class is ErrorClass.NETWORK
-    assert network_failure(httpx.ReadTimeout("slow")).error_class is ErrorClass.TIMEOUT
+    assert network_failure(TransportError("ClientConnectorError: refused")).error_class is ErrorClass.NETWORK
+    assert network_failure(TransportError("timed out", timeout=True)).error_class is ErrorClass.TIMEOUT
+    assert network_failure(TimeoutError()).error_class is ErrorClass.TIMEOUT
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("1.2s", 1.2), ("2h1m1s", 7261), ("500ms", 0.5), ("34m12.5s", 2052.5), ("x", None), ("", None)])

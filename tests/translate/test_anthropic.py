@@ -25,9 +25,7 @@ from addons.translate import sse
 from addons.translate.assemble import Assembler
 from addons.translate.protocol import ModelInfo
 
-FIXTURE = Path(__file__).parents[3] / "shared/fixtures/clients/claude-code-2.1.197-messages.json"
-if not FIXTURE.exists():
-    FIXTURE = Path("/work/shared/fixtures/clients/claude-code-2.1.197-messages.json")
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "clients" / "claude-code-2.1.197-messages.json"
 
 EVENT = TypeAdapter(RawMessageStreamEvent)
 

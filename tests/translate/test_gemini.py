@@ -1,6 +1,6 @@
 """Gemini: the caller protocol, the `gemini` upstream dialect and the `antigravity` envelope.
 
-Bodies start from real client requests (`../shared/fixtures/clients/`); encoded answers are
+Bodies start from real client requests (`tests/fixtures/clients/`); encoded answers are
 checked with the google-genai SDK's own pydantic types, which forbid unknown fields.
 """
 
@@ -20,7 +20,7 @@ from addons.translate import gemini as g
 from addons.translate.assemble import Assembler
 from addons.translate.protocol import ModelInfo
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "clients"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "clients"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 SIG_THOUGHT = "EsYDCsMDAdHtim9wRk0KQ2hhbmdlZCBzaWduYXR1cmUgZm9yIHRoZSB0aG91Z2h0"
 SIG_ANTHROPIC = "YW50aHJvcGljIHRoaW5raW5nIHNpZ25hdHVyZSwgb3BhcXVl"  # base64, as every real signature is: the SDK decodes it
@@ -28,10 +28,7 @@ SIG_CALL = "Cq8CAdHtim8xL2ZpbGVzIHNpZ25hdHVyZSBmb3IgdGhlIGZ1bmN0aW9uIGNhbGw="
 
 
 def fixture(name: str) -> dict[str, Any]:
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"fixture {path} not found")
-    return json.loads(path.read_text())
+    return json.loads((FIXTURES / name).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -1314,7 +1311,7 @@ def get_weather(city: str) -> str:
 def test_google_genai_sdk_requests_and_answers() -> None:
     """The SDK's own requests decode (it writes thinkingConfig in snake_case and tool schemas as
     parameters_json_schema), and its client accepts our answers, buffered and streamed."""
-    httpx = pytest.importorskip("httpx")
+    import httpx
     from google import genai
 
     seen: dict[str, Any] = {}

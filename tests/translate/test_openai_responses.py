@@ -21,7 +21,7 @@ from addons.translate.assemble import Assembler
 from addons.translate.protocol import ModelInfo
 from addons.translate.sse import SSEParser
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "clients" / "codex-0.169-responses.json"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "clients" / "codex-0.169-responses.json"
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
 
 
