@@ -9,8 +9,10 @@ the pool goes through `Transport`, so this is the one place that knows the libra
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -78,12 +80,25 @@ class Transport:
     def __init__(self, *, limit: int = 512) -> None:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        # HTTPS_PROXY, NO_PROXY and friends, read once: aiohttp's own trust_env re-reads them
+        # (and .netrc) in a worker thread on every request, which cost more than the request.
+        self._env_proxies = urllib.request.getproxies()
+        self._proxies: dict[tuple[str, str], str | None] = {}
+
+    def _proxy(self, url: str) -> str | None:
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        if key not in self._proxies:
+            proxy = self._env_proxies.get(parts.scheme) or self._env_proxies.get("all")
+            if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
+                proxy = None
+            self._proxies[key] = proxy
+        return self._proxies[key]
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300),
-                trust_env=True,  # HTTPS_PROXY and friends, as users of other tools expect
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
                 skip_auto_headers=("User-Agent",),
             )
@@ -106,6 +121,7 @@ class Transport:
             async with asyncio.timeout(timeout):
                 raw = await self._open().request(
                     method, url, headers=dict(headers or {}), data=data, json=json, allow_redirects=False,
+                    proxy=self._proxy(url),
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(CONNECT_TIMEOUT, timeout)),
                 )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
