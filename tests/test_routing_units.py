@@ -123,3 +123,11 @@ def test_builtin_names_route_to_what_is_served():
     assert mapping.resolve("gpt-5-codex", {"gpt-*": "claude-sonnet-4-5"}, served) == "claude-sonnet-4-5"  # config wins
     assert mapping.resolve("mystery", {}, served) == "mystery"
     assert mapping.resolve("claude-x", {}, lambda _: False) == "claude-x"
+
+
+def test_readme_carries_the_error_table_from_the_code():
+    """The table users read is the one the code acts on."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert health.policy_table() in readme
