@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 
-from . import google
+from . import catalog, google
 from .accounts import Account, AccountStore, Kind
 from .config import Config
 from .health import ErrorClass, Verdict
@@ -142,8 +142,11 @@ class Pool:
         for account in self.accounts:
             if not account.enabled:
                 continue
-            quota = self.state.of(account.id).quota if account.kind == "google" else {}
-            names.update(quota)
+            state = self.state.of(account.id)
+            if account.kind == "google":
+                names.update(state.quota)
+            else:
+                names.update(name for name in state.listed if account.serves(name))
             names.update(g for g in account.models if not any(ch in g for ch in "*?["))
         return sorted(names)
 
@@ -396,6 +399,15 @@ class Pool:
 
     # --- quota ------------------------------------------------------------------------------------
     async def refresh_quota(self, account: Account) -> None:
+        """Google accounts: quota and models from fetchAvailableModels. Key accounts: the
+        upstream's model list, for callers' model lists."""
+        if account.kind != "google":
+            state = self.state.of(account.id)
+            state.listed = await catalog.list_models(self.transport, account, self.config)
+            state.quota_fetched_at = time.time()
+            self._quota_due[account.id] = state.quota_fetched_at + self._quota_interval()
+            self._touch(state)
+            return
         token = await self.access_token(account)
         project = await self.project(account, token)
         quota = await google.fetch_available_models(self.transport, self.config.upstreams.antigravity.endpoints, token, project)
@@ -441,7 +453,7 @@ class Pool:
         time (single flight), a few at a time overall, each account on its own jittered clock."""
         now = time.time()
         for account in self.accounts:
-            if account.kind != "google" or not account.enabled or account.id in self._quota_tasks:
+            if not account.enabled or account.id in self._quota_tasks:
                 continue
             due = self._quota_due.get(account.id)
             if due is None:
@@ -472,6 +484,8 @@ class Pool:
                 self.penalize(account, ACCOUNT_SCOPE, e.verdict)
             else:
                 log.info("quota of %s not refreshed: %s", account.name, e.verdict.message)
+        except catalog.CatalogError as e:
+            log.info("model list of %s not fetched: %s", account.name, e.verdict.message)
         except Exception:
             log.exception("quota refresh of %s failed", account.name)
 

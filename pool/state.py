@@ -51,6 +51,7 @@ class AccountState(BaseModel):
     email: str | None = None
     quota: dict[str, Quota] = Field(default_factory=dict)
     quota_fetched_at: float = 0.0
+    listed: list[str] = Field(default_factory=list)  # a key account's upstream model list
     cooldowns: dict[str, Cooldown] = Field(default_factory=dict)
     last_error: LastError | None = None
     validation_url: str | None = None

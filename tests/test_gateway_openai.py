@@ -350,3 +350,20 @@ def test_max_attempts_bounds_the_rotation(make_gateway, sim):
     assert caught.value.status_code == 502
     generates = [e for e in sim.log("google") if e["account"].startswith("bound-") and "generate" in e["path"].lower()]
     assert len(generates) == 2
+
+
+def test_key_accounts_list_what_their_upstream_serves(make_gateway):
+    gateway = make_gateway(start=False)
+    gateway.add_key("gemini")
+    gateway.add_key("anthropic")
+    gateway.start()
+    deadline = time.monotonic() + 10
+    names: set[str] = set()
+    while time.monotonic() < deadline and not {"gemini-2.5-pro", "claude-sonnet-4-5"} <= names:
+        names = {m.id for m in gateway.openai().models.list()}
+        time.sleep(0.3)
+    assert {"gemini-2.5-flash", "gemini-2.5-pro", "claude-sonnet-4-5"} <= names
+    assert not any("gpt" in n for n in names)  # nothing serves those
+    client = gateway.genai()
+    gemini_names = {m.name for m in client.models.list()}
+    assert "models/gemini-2.5-pro" in gemini_names
