@@ -149,22 +149,32 @@ class Gateway:
 GatewayFactory = Callable[..., Gateway]
 
 
+def upstream_config(sim: SimUpstream) -> dict[str, Any]:
+    """The `[upstreams]` that point every account kind at the simulated upstream."""
+    return {
+        "antigravity": {"endpoints": [f"{sim.url}/v1internal"], "token_url": f"{sim.url}/token", **SIM_CLIENT},
+        "gemini": {"base_url": sim.url},
+    }
+
+
+def prepare_gateway(sim: SimUpstream, home: Path, config: dict[str, Any] | None = None) -> Gateway:
+    """A gateway's home with its config.toml written (strict auth, a free port); not started."""
+    base = {
+        "proxy": {"port": free_port(), "api_key": API_KEY, "auth_mode": "strict", "request_timeout": 20},
+        "upstreams": upstream_config(sim),
+    }
+    full = merge(base, config or {})
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_bytes(tomli_w.dumps(full).encode())
+    return Gateway(home, sim, full)
+
+
 @pytest.fixture
 def make_gateway(sim: SimUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayFactory]:
     started: list[Gateway] = []
 
     def make(config: dict[str, Any] | None = None, *, start: bool = True, web: bool = False, extra: tuple[str, ...] = ()) -> Gateway:
-        home = tmp_path_factory.mktemp("home")
-        base = {
-            "proxy": {"port": free_port(), "api_key": API_KEY, "auth_mode": "strict", "request_timeout": 20},
-            "upstreams": {
-                "antigravity": {"endpoints": [f"{sim.url}/v1internal"], "token_url": f"{sim.url}/token", **SIM_CLIENT},
-                "gemini": {"base_url": sim.url},
-            },
-        }
-        full = merge(base, config or {})
-        (home / "config.toml").write_bytes(tomli_w.dumps(full).encode())
-        gateway = Gateway(home, sim, full)
+        gateway = prepare_gateway(sim, tmp_path_factory.mktemp("home"), config)
         started.append(gateway)
         if start:
             gateway.start(*extra, web=web)

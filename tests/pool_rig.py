@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 
-from conftest import SIM_CLIENT, merge
+from conftest import merge, upstream_config
 from pool import cli
 from pool.accounts import Account, AccountStore, new_id
 from pool.config import parse
@@ -81,13 +81,7 @@ class Rig:
     def __init__(self, sim: Any, root: Path, **config: Any) -> None:
         self.sim = sim
         self.home = home_of(root)
-        base = {
-            "proxy": {"request_timeout": 20},
-            "upstreams": {
-                "antigravity": {"endpoints": [f"{sim.url}/v1internal"], "token_url": f"{sim.url}/token", **SIM_CLIENT},
-                "gemini": {"base_url": sim.url},
-            },
-        }
+        base = {"proxy": {"request_timeout": 20}, "upstreams": upstream_config(sim)}
         self.config = parse(merge(base, config))
         self.transport = Transport(limit=200)
         self._pool: Pool | None = None

@@ -14,6 +14,8 @@ import httpx
 import openai
 import pytest
 
+from conftest import prepare_gateway
+
 MODEL = "gemini-2.5-flash"
 WEATHER_TOOL = {
     "type": "function",
@@ -33,20 +35,7 @@ WEATHER_TOOL = {
 @pytest.fixture(scope="module")
 def shared(sim, tmp_path_factory):
     """One gateway with two Google accounts for the tests that do not change the pool."""
-    from conftest import API_KEY, SIM_CLIENT, Gateway, free_port
-
-    import tomli_w
-
-    home = tmp_path_factory.mktemp("shared")
-    config = {
-        "proxy": {"port": free_port(), "api_key": API_KEY, "auth_mode": "strict", "request_timeout": 20},
-        "upstreams": {
-            "antigravity": {"endpoints": [f"{sim.url}/v1internal"], "token_url": f"{sim.url}/token", **SIM_CLIENT},
-            "gemini": {"base_url": sim.url},
-        },
-    }
-    (home / "config.toml").write_bytes(tomli_w.dumps(config).encode())
-    gateway = Gateway(home, sim, config)
+    gateway = prepare_gateway(sim, tmp_path_factory.mktemp("shared"))
     gateway.add_google()
     gateway.add_google()
     gateway.start()

@@ -25,8 +25,7 @@ import httpx
 import httpx2
 import openai
 import pytest
-import tomli_w
-from conftest import API_KEY, SIM_CLIENT, Gateway, free_port
+from conftest import Gateway, prepare_gateway
 from google.genai import errors as genai_errors
 from google.genai import types
 
@@ -91,16 +90,7 @@ def listed_models(gateway: Gateway) -> set[str]:
 
 
 def new_gateway(sim, tmp_path_factory) -> Gateway:
-    home = tmp_path_factory.mktemp("matrix")
-    config = {
-        "proxy": {"port": free_port(), "api_key": API_KEY, "auth_mode": "strict", "request_timeout": 20},
-        "upstreams": {
-            "antigravity": {"endpoints": [f"{sim.url}/v1internal"], "token_url": f"{sim.url}/token", **SIM_CLIENT},
-            "gemini": {"base_url": sim.url},
-        },
-    }
-    (home / "config.toml").write_bytes(tomli_w.dumps(config).encode())
-    return Gateway(home, sim, config)
+    return prepare_gateway(sim, tmp_path_factory.mktemp("matrix"))
 
 
 def add_account(gateway: Gateway, kind: str, models: tuple[str, ...]) -> str:

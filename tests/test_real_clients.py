@@ -39,7 +39,7 @@ import pytest
 import tomli_w
 
 import clients  # scripts/clients.py; conftest puts scripts/ on sys.path
-from conftest import API_KEY, SIM_CLIENT, Gateway, free_port
+from conftest import Gateway, prepare_gateway
 from pool import mapping
 from simupstream import DEFAULT_GOOGLE_MODELS, DEFAULT_KEY_MODELS
 
@@ -91,17 +91,8 @@ def cli() -> dict[str, Path]:
 @pytest.fixture(scope="module", params=list(FLAVOURS))
 def gateway(request, sim, tmp_path_factory):
     flavour = FLAVOURS[request.param]
-    home = tmp_path_factory.mktemp(f"clients-{request.param}")
-    config = {
-        "proxy": {"port": free_port(), "api_key": API_KEY, "auth_mode": "strict", "request_timeout": 30},
-        "upstreams": {
-            "antigravity": {"endpoints": [f"{sim.url}/v1internal"], "token_url": f"{sim.url}/token", **SIM_CLIENT},
-            "gemini": {"base_url": sim.url},
-        },
-        "model_mapping": flavour.model_mapping,
-    }
-    (home / "config.toml").write_bytes(tomli_w.dumps(config).encode())
-    gw = Gateway(home, sim, config)
+    config = {"proxy": {"request_timeout": 30}, "model_mapping": flavour.model_mapping}
+    gw = prepare_gateway(sim, tmp_path_factory.mktemp(f"clients-{request.param}"), config)
     gw.flavour = flavour
     gw.email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
     if flavour.keys:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import tomli_w
 
-from conftest import API_KEY, BIN, TOP, free_port
+from conftest import API_KEY, BIN, TOP, free_port, prepare_gateway
 
 MODEL = "gemini-2.5-flash"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
@@ -78,15 +78,7 @@ def test_bad_settings_are_refused_with_a_clear_message(tmp_path, proxy, needle, 
 
 @pytest.fixture(scope="module")
 def strict(sim, tmp_path_factory):
-    from conftest import SIM_CLIENT, Gateway
-
-    home = tmp_path_factory.mktemp("strict")
-    config = {
-        "proxy": {"port": free_port(), "api_key": API_KEY, "auth_mode": "strict"},
-        "upstreams": {"antigravity": {"endpoints": [f"{sim.url}/v1internal"], "token_url": f"{sim.url}/token", **SIM_CLIENT}},
-    }
-    (home / "config.toml").write_bytes(tomli_w.dumps(config).encode())
-    gateway = Gateway(home, sim, config)
+    gateway = prepare_gateway(sim, tmp_path_factory.mktemp("strict"))
     gateway.add_google()
     gateway.start()
     yield gateway
