@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ TOP = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(TOP / "scripts"))
 
-from demo import free_port, start_sim, wait_healthy  # noqa: E402
+from demo import free_port, start_sim, stop_all, wait_healthy  # noqa: E402
 
 
 # --- a small client ----------------------------------------------------------------------------
@@ -219,13 +218,7 @@ def main() -> int:
                     f"{whole:6.2f} ms ({whole / mitm:4.2f}x), stream first chunk {streamed:6.2f} ms ({streamed / mitm:4.2f}x)"
                 )
         finally:
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
-                    try:
-                        proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+            stop_all(procs)
     return 0
 
 

@@ -154,13 +154,18 @@ def running(web: bool, quiet: bool) -> Iterator[tuple[str, str, subprocess.Popen
             wait_healthy(url, gateway)
             yield url, api_key, gateway, home, output.wait_for_web_url() if web else None
         finally:
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
-                    try:
-                        proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+            stop_all(procs)
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """Stops processes newest first, as Ctrl-C would; kills what does not stop in 10 s."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def explain(url: str, api_key: str, web_url: str | None) -> None:
