@@ -356,3 +356,24 @@ def test_key_accounts_list_what_their_upstream_serves(make_gateway):
     client = gateway.genai()
     gemini_names = {m.name for m in client.models.list()}
     assert "models/gemini-2.5-pro" in gemini_names
+
+
+def test_endpoints_are_tried_in_order_before_the_next_account(make_gateway, sim):
+    from conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1internal"  # nothing listens there
+    endpoints = [dead, f"{sim.url}/ep1/v1internal", f"{sim.url}/ep2/v1internal"]
+    gateway = make_gateway({"upstreams": {"antigravity": {"endpoints": endpoints}}}, start=False)
+    only = gateway.add_google(email="endpoints@example.com")
+    gateway.start()
+    sim.behave("500", {"endpoint": "/ep1"})
+    sim.clear_log()
+    for stream in (False, True):
+        response = gateway.openai().chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "which endpoint?"}], stream=stream
+        )
+        assert response.headers["x-switchyard-account"] == only
+    generates = [(e["path"].split("/v1internal")[0], e["status"]) for e in sim.log("google") if "generate" in e["path"].lower()]
+    assert generates == [("/ep1", 500), ("/ep2", 200), ("/ep1", 500), ("/ep2", 200)]
+    state = {a["id"]: a for a in gateway.accounts()}[only]
+    assert state["cooldown_until"] is None  # the account answered: nothing cools
