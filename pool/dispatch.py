@@ -247,34 +247,42 @@ class Dispatcher:
         return classify(response.status_code, response.headers, raw)
 
     def _no_answer(self, call: Call, last: Verdict | None, attempts: list[Attempt]) -> DispatchError:
-        """What to tell the caller when no account answered: unknown model, cooling, or failing."""
+        """What to tell the caller when no account answered. When accounts were tried, the last
+        failure speaks (a timeout is a 504 even if the account now cools); when none could be
+        tried, the pool's state does: unknown model, not found everywhere, cooling, or busy."""
         now = time.time()
         selection = self.pool.select(call.model, kinds=call.kinds)
         cooling = not selection.ranked and selection.earliest is not None
-        if last is None and selection.serving == 0:
-            return DispatchError(
-                404, f"no enabled account serves the model {call.model!r}",
-                error_class=ErrorClass.NOT_FOUND, no_candidates=True,
-            )
-        if (cooling or last is None) and selection.cooling_for == {ErrorClass.NOT_FOUND}:
+        wait = max(math.ceil((selection.earliest or now) - now), 1)
+        not_found_everywhere = cooling and selection.cooling_for == {ErrorClass.NOT_FOUND}
+        if last is None:
+            if selection.serving == 0:
+                return DispatchError(
+                    404, f"no enabled account serves the model {call.model!r}",
+                    error_class=ErrorClass.NOT_FOUND, no_candidates=True,
+                )
+            if not not_found_everywhere and selection.earliest is not None:
+                return DispatchError(
+                    429, f"every account that serves {call.model!r} is cooling down; the first recovers in {wait}s",
+                    error_class=ErrorClass.RATE_LIMIT, retry_after=wait, attempts=attempts,
+                )
+        if not_found_everywhere:
             return DispatchError(
                 404, f"the model {call.model!r} is not available on any account (the upstreams said not found)",
                 error_class=ErrorClass.NOT_FOUND, attempts=attempts,
-            )
-        if cooling or (last is None and selection.earliest is not None):
-            wait = max(math.ceil((selection.earliest or now) - now), 1)
-            return DispatchError(
-                429, f"every account that serves {call.model!r} is cooling down; the first recovers in {wait}s",
-                error_class=ErrorClass.RATE_LIMIT, retry_after=wait, attempts=attempts,
             )
         if last is None:
             return DispatchError(
                 503, f"no account is free to serve {call.model!r} in time", attempts=attempts, no_candidates=True
             )
         status = last.policy.caller_status
-        retry_after = max(math.ceil(last.retry_after or 1), 1) if status == 429 else None
         tried = len({a.account_id for a in attempts})
+        message = f"{last.message} (after {tried} account{'s' if tried != 1 else ''})"
+        retry_after = None
+        if status == 429:
+            retry_after = wait if cooling else max(math.ceil(last.retry_after or 1), 1)
+            if cooling:
+                message = f"every account that serves {call.model!r} is cooling down; the first recovers in {wait}s"
         return DispatchError(
-            status, f"{last.message} (after {tried} account{'s' if tried != 1 else ''})",
-            error_class=last.error_class, retry_after=retry_after, attempts=attempts,
+            status, message, error_class=last.error_class, retry_after=retry_after, attempts=attempts,
         )

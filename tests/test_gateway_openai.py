@@ -377,3 +377,41 @@ def test_endpoints_are_tried_in_order_before_the_next_account(make_gateway, sim)
     assert generates == [("/ep1", 500), ("/ep2", 200), ("/ep1", 500), ("/ep2", 200)]
     state = {a["id"]: a for a in gateway.accounts()}[only]
     assert state["cooldown_until"] is None  # the account answered: nothing cools
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_garbage_answer_goes_to_the_next_account(make_gateway, sim, stream):
+    gateway = make_gateway(start=False)
+    gateway.add_google(email="garbled@example.com")
+    good = gateway.add_google(email="sane@example.com")
+    gateway.start()
+    sim.behave("garbage", {"account": "garbled@example.com"})
+    for _ in range(2):
+        response = gateway.openai().chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "make sense"}], stream=stream
+        )
+        assert response.headers["x-switchyard-account"] == good
+        parsed = response.parse()
+        text = (
+            "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)
+            if stream
+            else parsed.choices[0].message.content
+        )
+        assert text == "echo: make sense"
+
+
+def test_a_stalled_upstream_ends_in_504_within_the_timeout(make_gateway, sim):
+    gateway = make_gateway({"proxy": {"request_timeout": 2}}, start=False)
+    gateway.add_google(email="stalled@example.com")
+    gateway.start()
+    sim.behave("stall", {"account": "stalled@example.com"}, times=1)
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as caught:
+        gateway.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hello?"}])
+    assert caught.value.status_code == 504
+    assert 1.5 < time.monotonic() - started < 6
+    assert caught.value.body["type"]  # OpenAI's error shape
+    sim.clear_rules()
+    time.sleep(0.1)
+    # The account's timeout cooled it for this model; a second account would serve meanwhile.
+    assert "Traceback" not in gateway.log()
