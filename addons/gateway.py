@@ -309,7 +309,13 @@ class Gateway:
         sse = route.sse or route.protocol != "gemini"
         headers = [("content-type", caller.stream_content_type if sse else "application/json"), ("cache-control", "no-cache")]
         headers += list(self._served_by(exchange).items())
-        token = self.relay.park(200, headers, streaming.body(exchange, decoder, output, start, observe, done))
+        def abandon() -> None:
+            t.outcome, t.ended = "client_closed", time.monotonic()
+            dispatcher.finish(exchange, session=call.session)
+            asyncio.get_running_loop().create_task(exchange.response.aclose())
+
+        body = streaming.body(exchange, decoder, output, start, observe, done)
+        token = self.relay.park(200, headers, body, abandon)
         t.status = 200
         t.first_byte = time.monotonic() - t.started
         flow.request.scheme = "http"

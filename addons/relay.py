@@ -14,7 +14,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("switchyard.relay")
@@ -31,6 +31,9 @@ class Parked:
     status: int
     headers: list[tuple[str, str]]
     body: AsyncIterator[bytes]
+    # Called when the flow never comes for the answer: a body that never started cannot clean
+    # up after itself (its `finally` never runs), so whoever parked it is told.
+    abandon: Callable[[], None] | None = None
     parked_at: float = field(default_factory=time.monotonic)
 
 
@@ -54,16 +57,28 @@ class Relay:
         for token in list(self._parked):
             self.discard(token)
 
-    def park(self, status: int, headers: list[tuple[str, str]], body: AsyncIterator[bytes]) -> str:
+    def park(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: AsyncIterator[bytes],
+        abandon: Callable[[], None] | None = None,
+    ) -> str:
         token = secrets.token_urlsafe(16)
-        self._parked[token] = Parked(status, headers, body)
+        self._parked[token] = Parked(status, headers, body, abandon)
         return token
 
     def discard(self, token: str) -> None:
         """The flow will never come for it: close the body so its upstream is released."""
         parked = self._parked.pop(token, None)
-        if parked is not None:
-            _close_later(parked.body)
+        if parked is None:
+            return
+        if parked.abandon is not None:
+            try:
+                parked.abandon()
+            except Exception:
+                log.exception("cleaning up an unclaimed answer failed")
+        _close_later(parked.body)
 
     async def _reap(self) -> None:
         while True:
