@@ -33,7 +33,7 @@ from .signatures import SignatureCache
 from .translate import canonical as c
 from .translate import openai_responses, passthrough, registry
 from .translate.assemble import Assembler
-from .translate.protocol import ModelInfo
+from .translate.protocol import ModelInfo, StreamDecoder
 
 log = logging.getLogger("switchyard")
 
@@ -284,10 +284,35 @@ class Gateway:
                 break
             await exchange.response.aclose()
             self.dispatcher.finish(exchange, start)
+        try:
+            token = self._park(route, request, call, t, exchange, decoder, start)
+        except BaseException:
+            self.dispatcher.finish(exchange, session=call.session)
+            await exchange.response.aclose()
+            raise
+        t.status = 200
+        t.first_byte = time.monotonic() - t.started
+        flow.request.scheme = "http"
+        flow.request.host = "127.0.0.1"
+        flow.request.port = self.relay.port
+        flow.request.headers[TOKEN_HEADER] = token
+
+    def _park(
+        self,
+        route: routes.Route,
+        request: c.Request,
+        call: Call,
+        t: trace.Trace,
+        exchange: Exchange,
+        decoder: StreamDecoder,
+        start: streaming.Prefetched,
+    ) -> str:
+        """Puts the caller's stream in the relay; the returned token lets the flow claim it."""
+        assert self.dispatcher is not None
+        dispatcher = self.dispatcher
         response_id = self._new_id(route)
         output = self._stream_output(route, request, exchange, response_id)
         assembler = Assembler(response_id, request.model)
-        dispatcher = self.dispatcher
 
         def observe(events: list[c.Event]) -> None:
             assembler.extend(events)
@@ -305,23 +330,17 @@ class Gateway:
             if assembler.finished:
                 self._remember(route, exchange.dialect, request, assembler.response)
 
-        caller = registry.CALLERS[route.protocol]
-        sse = route.sse or route.protocol != "gemini"
-        headers = [("content-type", caller.stream_content_type if sse else "application/json"), ("cache-control", "no-cache")]
-        headers += list(self._served_by(exchange).items())
         def abandon() -> None:
             t.outcome, t.ended = "client_closed", time.monotonic()
             dispatcher.finish(exchange, session=call.session)
             asyncio.get_running_loop().create_task(exchange.response.aclose())
 
+        caller = registry.CALLERS[route.protocol]
+        sse = route.sse or route.protocol != "gemini"
+        headers = [("content-type", caller.stream_content_type if sse else "application/json"), ("cache-control", "no-cache")]
+        headers += list(self._served_by(exchange).items())
         body = streaming.body(exchange, decoder, output, start, observe, done)
-        token = self.relay.park(200, headers, body, abandon)
-        t.status = 200
-        t.first_byte = time.monotonic() - t.started
-        flow.request.scheme = "http"
-        flow.request.host = "127.0.0.1"
-        flow.request.port = self.relay.port
-        flow.request.headers[TOKEN_HEADER] = token
+        return self.relay.park(200, headers, body, abandon)
 
     def _stream_output(self, route: routes.Route, request: c.Request, exchange: Exchange, response_id: str) -> streaming.Output:
         caller: Any = registry.CALLERS[route.protocol]
