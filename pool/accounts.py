@@ -76,8 +76,8 @@ def mask(secret: str | None) -> str:
     if not secret:
         return ""
     if len(secret) <= 12:
-        return "…" + secret[-2:]
-    return f"{secret[:4]}…{secret[-4:]}"
+        return "..." + secret[-2:]
+    return f"{secret[:4]}...{secret[-4:]}"  # ASCII: it also goes into HTTP headers shown by mitmweb
 
 
 def new_id() -> str:
