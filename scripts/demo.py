@@ -1,7 +1,8 @@
 """Switchyard's demo: the gateway in front of the built-in simulated upstream, in a throw-away home.
 
-    ./scripts/demo            run until Ctrl-C; point any client at the printed base URL
-    ./scripts/demo --web      the same with mitmweb's inspection UI
+    ./scripts/demo            run until Ctrl-C, with mitmweb's live view of every flow (its URL and
+                              token are printed); point any client at the printed base URL
+    ./scripts/demo --no-web   the same with plain mitmdump
     ./scripts/demo --check    send one request per protocol (streamed and not) with the official
                               SDKs, print the answers, stop, exit 0 when all were right
 """
@@ -259,10 +260,12 @@ def run_checks(url: str, api_key: str) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Switchyard against its simulated upstream")
     parser.add_argument("--check", action="store_true", help="send one request per protocol, then stop")
-    parser.add_argument("--web", action="store_true", help="run mitmweb instead of mitmdump")
+    parser.add_argument("--web", action="store_true", help="with --check: run mitmweb instead of mitmdump")
+    parser.add_argument("--no-web", action="store_true", help="run plain mitmdump instead of mitmweb")
     args = parser.parse_args()
     try:
-        with running(args.web, quiet=args.check) as (url, api_key, gateway, home, web_url):
+        web = args.web or not (args.check or args.no_web)  # the live view, unless only checking
+        with running(web, quiet=args.check) as (url, api_key, gateway, home, web_url):
             if args.check:
                 ok = run_checks(url, api_key)
                 print("demo check passed" if ok else f"demo check FAILED (gateway log: {home / 'gateway.log'})")

@@ -377,7 +377,7 @@ def test_no_secret_in_the_output_at_any_verbosity(make_gateway, sim):
     assert_no_secret(output, known_secrets(gateway, access_tokens=1) + [key], "the debug output")
 
 
-def test_demo_with_web_prints_the_mitmweb_url_with_its_token():
+def test_demo_prints_the_mitmweb_url_with_its_token():
     import re
     import signal
     import subprocess
@@ -386,7 +386,7 @@ def test_demo_with_web_prints_the_mitmweb_url_with_its_token():
     from conftest import TOP
 
     demo = subprocess.Popen(
-        [sys.executable, str(TOP / "scripts" / "demo.py"), "--web"],
+        [sys.executable, str(TOP / "scripts" / "demo.py")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert demo.stdout is not None
