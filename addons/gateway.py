@@ -19,7 +19,7 @@ from mitmproxy import http
 
 from pool import mapping
 from pool.dispatch import Call, DispatchError, Dispatcher, Exchange
-from pool.health import ErrorClass, Verdict, network_failure
+from pool.health import ErrorClass, Verdict, embedded_error, network_failure
 from pool.pool import Pool
 from pool.transport import Transport, TransportError
 from pool.upstreams import COUNTS_TOKENS
@@ -103,6 +103,9 @@ class Gateway:
         except Exception as e:  # a bug must cost one request, never the gateway
             log.exception("request failed inside the gateway")
             self._fail(flow, t, route.protocol, 500, f"internal gateway error ({type(e).__name__})")
+        # What the request taught the pool (cooldowns, errors, quota) is on disk before the caller
+        # hears of it, so `switchyard accounts list` right after shows it; a no-op when nothing changed.
+        await self.pool.flush()
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None and TOKEN_HEADER in flow.request.headers:
@@ -246,19 +249,11 @@ class Gateway:
         while True:
             exchange = await self.dispatcher.send(call)
             self._note(t, exchange)
-            try:
-                async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
-                    raw = await exchange.response.aread()
-                answer = registry.DIALECTS[exchange.dialect].decode_response(json.loads(raw))
-            except (TransportError, TimeoutError) as e:
-                self.dispatcher.finish(exchange, network_failure(e))
-                continue
-            except (ValueError, c.BadUpstreamAnswer) as e:
-                self.dispatcher.finish(exchange, Verdict(ErrorClass.SERVER, f"upstream answer unreadable: {e}", 200))
-                continue
-            finally:
-                await exchange.response.aclose()
-            break
+            read = await self._read_whole(exchange)
+            if not isinstance(read, Verdict):
+                break
+            self.dispatcher.reject(exchange, read)
+        answer, raw = read
         self.dispatcher.finish(exchange, session=call.session)
         answer.id, answer.model, answer.created = self._new_id(route), request.model, int(time.time())
         self._remember(route, exchange.dialect, request, answer)
@@ -266,11 +261,35 @@ class Gateway:
         t.ended = time.monotonic()
         t.first_byte = t.ended - t.started
         if passthrough.is_native(route.protocol, exchange.dialect):
-            content = passthrough.response_body(exchange.dialect, raw)
+            content = passthrough.response_body(exchange.dialect, raw, streamed=exchange.streamed)
             flow.response = http.Response.make(200, content, {**answers.JSON_HEADERS, **self._served_by(exchange)})
             return
         caller = registry.CALLERS[route.protocol]
         flow.response = answers.json_response(200, caller.encode_response(answer, request), self._served_by(exchange))
+
+    @staticmethod
+    async def _read_whole(exchange: Exchange) -> tuple[c.Response, bytes] | Verdict:
+        """The upstream's answer read to its end and decoded, or why it is no answer (then the
+        request may still go to another account)."""
+        dialect = registry.DIALECTS[exchange.dialect]
+        raw = b""
+        try:
+            if exchange.streamed:
+                whole = await streaming.collect(exchange, dialect.stream_decoder())
+                if isinstance(whole, Verdict):
+                    return whole
+                assembler = Assembler("", exchange.model)
+                assembler.extend(whole.events)
+                return assembler.response, whole.raw
+            async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
+                raw = await exchange.response.aread()
+            return dialect.decode_response(json.loads(raw)), raw
+        except (TransportError, TimeoutError) as e:
+            return network_failure(e)
+        except (ValueError, c.BadUpstreamAnswer) as e:
+            return embedded_error(raw) or Verdict(ErrorClass.SERVER, f"upstream answer unreadable: {e}", 200)
+        finally:
+            await exchange.response.aclose()
 
     async def _stream(self, flow: http.HTTPFlow, route: routes.Route, request: c.Request, call: Call, t: trace.Trace) -> None:
         """Waits for the first real event of an upstream stream, then parks the rest in the relay."""
@@ -283,7 +302,7 @@ class Gateway:
             if isinstance(start, streaming.Prefetched):
                 break
             await exchange.response.aclose()
-            self.dispatcher.finish(exchange, start)
+            self.dispatcher.reject(exchange, start)
         try:
             token = self._park(route, request, call, t, exchange, decoder, start)
         except BaseException:

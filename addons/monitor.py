@@ -12,6 +12,8 @@ from typing import Protocol
 from mitmproxy import ctx, http
 
 from . import routes, trace
+from pool.config import PLACEHOLDER_TARGET
+
 from .relay import TOKEN_HEADER
 from .settings import Settings
 
@@ -134,11 +136,30 @@ class FlowCap:
             view.remove([flow])  # one at a time: a longer list logs an alert per call
 
 
+class _ListeningLine(logging.Filter):
+    """mitmproxy announces its listener as a reverse proxy to the placeholder target, which reads
+    like a fault; say what listens instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(f"reverse proxy to {PLACEHOLDER_TARGET} listening at "):
+            where = message.rsplit(" ", 1)[-1].rstrip(".")
+            record.msg, record.args = f"Switchyard gateway listening at http://{where}", ()
+        return True
+
+
 class Quiet:
     """The Monitor's line is the only per-request output, unless the user asked mitmproxy for
     more (a `flow_detail` or `termlog_verbosity` other than the default)."""
 
     CHATTY = logging.getLogger("mitmproxy.proxy.server")  # client/server connect lines, at INFO
+    LISTENERS = logging.getLogger("mitmproxy.proxy.mode_servers")
+
+    def __init__(self) -> None:
+        self._listening = _ListeningLine()
+
+    def load(self, loader: object) -> None:
+        self.LISTENERS.addFilter(self._listening)
 
     def configure(self, updated: set[str]) -> None:
         if "termlog_verbosity" in updated and "termlog_verbosity" in ctx.options:
@@ -151,3 +172,4 @@ class Quiet:
 
     def done(self) -> None:
         self.CHATTY.setLevel(logging.NOTSET)
+        self.LISTENERS.removeFilter(self._listening)

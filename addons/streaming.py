@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pool.dispatch import Exchange
-from pool.health import ErrorClass, Verdict, network_failure
+from pool.health import ErrorClass, Verdict, embedded_error, network_failure, outdated_text
 from pool.transport import TransportError
 
 from .translate import canonical as c
@@ -72,24 +72,70 @@ class Prefetched:
 
 async def prefetch(exchange: Exchange, decoder: StreamDecoder) -> Prefetched | Verdict:
     """Reads until the first real event. A stream that fails or ends before it is a failure of
-    the account, and the request can still go to another one."""
+    the account, and the request can still go to another one. So is an answer that is Google
+    refusing the client's version: its text is read until it is told apart from a real one."""
     chunks = exchange.response.aiter_bytes()
     raw: list[bytes] = []
     events: list[c.Event] = []
+    screen = exchange.account.kind == "google"
     try:
         async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
             async for chunk in chunks:
                 raw.append(chunk)
-                if events := decoder.feed(chunk):
+                events += decoder.feed(chunk)
+                if events and not (screen and _undecided(events)):
                     break
             else:
-                events = decoder.close()
+                events += decoder.close()
     except (TransportError, TimeoutError) as e:
         return network_failure(e)
     if events and not isinstance(events[0], c.StreamError):
+        if screen and outdated_text(_text(events)):
+            return Verdict(ErrorClass.CLIENT_OUTDATED, _text(events)[:300], 200)
         return Prefetched(raw, events, chunks)
     message = events[0].message if events else "empty stream"  # type: ignore[union-attr]
-    return Verdict(ErrorClass.SERVER, f"upstream stream failed before its first event: {message}", 200)
+    return embedded_error(b"".join(raw)) or Verdict(
+        ErrorClass.SERVER, f"upstream stream failed before its first event: {message}", 200
+    )
+
+
+def _text(events: list[c.Event]) -> str:
+    return "".join(e.text for e in events if isinstance(e, c.TextDelta))
+
+
+def _undecided(events: list[c.Event]) -> bool:
+    """Whether more must be read to tell a refusal text from a real answer."""
+    if any(isinstance(e, c.Finish | c.StreamError) for e in events):
+        return False
+    return outdated_text(_text(events)) is None
+
+
+@dataclass(slots=True)
+class Whole:
+    """A streamed upstream answer read to its end, for a caller that wants it whole."""
+
+    raw: bytes
+    events: list[c.Event]
+
+
+async def collect(exchange: Exchange, decoder: StreamDecoder) -> Whole | Verdict:
+    """The whole of a streamed answer, judged as `prefetch` judges its start; a stream that
+    breaks or fails later is a failure of the account too (nothing went to the caller yet)."""
+    start = await prefetch(exchange, decoder)
+    if isinstance(start, Verdict):
+        return start
+    raw, events = list(start.raw), list(start.events)
+    try:
+        async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
+            async for chunk in start.chunks:
+                raw.append(chunk)
+                events += decoder.feed(chunk)
+        events += decoder.close()
+    except (TransportError, TimeoutError) as e:
+        return network_failure(e)
+    if failed := next((e for e in events if isinstance(e, c.StreamError)), None):
+        return Verdict(ErrorClass.SERVER, f"upstream stream failed: {failed.message}", 200)
+    return Whole(b"".join(raw), events)
 
 
 async def body(

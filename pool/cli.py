@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 
+from . import check
 from . import config as config_file
 from . import login
 from . import stats
 from .accounts import KINDS, Account, AccountStore, StoreError, new_id
 from .config import Config, ConfigError
 from .google import GoogleError
+from .health import POLICIES, ErrorClass
 from .paths import Home, home
 from .pool import Pool
 from .transport import Transport
@@ -30,6 +32,10 @@ ROUTER = Path(__file__).resolve().parent.parent / "addons" / "router.py"
 
 class CliError(Exception):
     pass
+
+
+# Last errors that stay until the user acts: `accounts list` says what to do about them.
+NEEDS_THE_USER = frozenset({ErrorClass.CLIENT_OUTDATED, ErrorClass.AUTH, ErrorClass.FORBIDDEN})
 
 
 # --- run ---------------------------------------------------------------------------------------
@@ -241,6 +247,8 @@ def _detail(row: dict[str, Any], now: float) -> list[str]:
         where = f" {err['model']}" if err.get("model") and err["model"] != ACCOUNT_SCOPE else ""
         status = f" {err['status']}" if err.get("status") else ""
         lines.append(f"    last error {_clock(err['at'], now)}: {err['error_class']}{status}{where}: {err['message'][:160]}")
+    if err and err["error_class"] in NEEDS_THE_USER:
+        lines.append(f"    next: {POLICIES[ErrorClass(err['error_class'])].advice}")
     if row.get("validation_url") and cooling.get(ACCOUNT_SCOPE, {}).get("error_class") == "validation_required":
         lines.append(f"    needs verification: open {row['validation_url']}")
         lines.append(f"    then run `switchyard accounts enable {row['id']}`")
@@ -318,6 +326,31 @@ async def _refresh(config: Config, where: Home, account_id: str | None) -> int:
             print(f"{account.id} ({account.name}): token ok, project {state.project or account.project}, {len(state.quota)} models")
         pool.save()
     return 1 if failures else 0
+
+
+def cmd_check(args: argparse.Namespace, where: Home) -> int:
+    config = _config(where)
+    return asyncio.run(_check(config, where, args.id, args.model, args.json))
+
+
+async def _check(config: Config, where: Home, account_id: str | None, model: str | None, as_json: bool) -> int:
+    async with Transport() as transport:
+        pool = Pool(config, where, transport)
+        accounts = [pool.store.get(account_id)] if account_id else pool.accounts
+        if not accounts:
+            raise CliError("no accounts yet: add one with `switchyard accounts add-google`, `add-key` or `login`")
+        checker = check.Checker(pool, model=model)
+        reports = []
+        for account in accounts:
+            reports.append(await checker.check(account))
+            if not as_json:
+                print(check.render(reports[-1:]).rsplit("\n", 1)[0], flush=True)
+        pool.save()
+    if as_json:
+        print(json.dumps([r.as_json() for r in reports], indent=2, ensure_ascii=False))
+    else:
+        print(check.render(reports).rsplit("\n", 1)[-1])
+    return 0 if all(r.ok for r in reports) else 1
 
 
 # --- plumbing -----------------------------------------------------------------------------------
@@ -399,6 +432,15 @@ def parser() -> argparse.ArgumentParser:
     p = accounts.add_parser("refresh", help="refresh tokens, project and quota now")
     p.add_argument("id", nargs="?")
     p.set_defaults(handler=cmd_refresh)
+
+    p = accounts.add_parser(
+        "check", help="prove each account can serve: token, project, quota, one tiny generation",
+        epilog="exit status 0 only when every checked account can serve",
+    )
+    p.add_argument("id", nargs="?")
+    p.add_argument("--model", help="the model to try (default: one per model family the account lists)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_check)
 
     stats.add_command(commands)
     return top

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .files import write_atomic
 from .mapping import lookup
 
+DEFAULT_CLIENT_VERSION = "4.3.0"
+
 AuthMode = Literal["off", "strict", "all_except_health", "auto"]
 Scheduling = Literal["balance", "cache_first", "performance_first"]
 
@@ -84,6 +86,10 @@ class AntigravityUpstream(_Section):
     userinfo_url: str = "https://www.googleapis.com/oauth2/v2/userinfo"
     client_id: str = ""
     client_secret: str = ""
+    # The Antigravity release the gateway introduces itself as; Google refuses clients it deems
+    # too old ("This version of Antigravity is no longer supported").
+    client_version: str = Field(DEFAULT_CLIENT_VERSION, pattern=r"^\d+\.\d+\.\d+$")
+    platform: str = Field("", pattern=r"^[^()\r\n]*$")  # the User-Agent's platform part; "" = this machine's
 
     @field_validator("endpoints")
     @classmethod

@@ -74,6 +74,7 @@ class Exchange:
     attempts: list[Attempt]
     lease: Lease
     deadline: float  # time.monotonic() by which the whole exchange must end
+    streamed: bool = False  # the upstream answers as a stream (also when the caller wants it whole)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -140,9 +141,36 @@ class Dispatcher:
             self.pool.fail(lease, result)
             if result.policy.step is Step.GIVE_UP:
                 raise DispatchError(
-                    result.status or 400, result.message, error_class=result.error_class, attempts=attempts
+                    self._give_up_status(result), self._give_up_message(result),
+                    error_class=result.error_class, attempts=attempts,
                 )
         raise self._no_answer(call, last, attempts)
+
+    async def send_to(self, account: Account, call: Call) -> Exchange | Verdict:
+        """This account and no other (`accounts check`): its answer, or why there is none. The
+        outcome counts as any request's would (cooldowns, errors), cooling or not."""
+        if not call.deadline:
+            call.deadline = time.monotonic() + self.pool.config.proxy.request_timeout
+        lease = self.pool.begin(account, call.model)
+        try:
+            result = await self._try_account(call, account, lease, {}, call.attempts, call.deadline)
+        except BaseException:
+            self.pool.release(lease)
+            raise
+        if isinstance(result, Verdict):
+            self.pool.fail(lease, result)
+        return result
+
+    def reject(self, exchange: Exchange, verdict: Verdict) -> None:
+        """The answer was bad after a good status (an empty stream, a refusal inside a 200): the
+        account answers for it, and the request moves on unless the verdict says no other
+        account would do better (then the caller hears it now)."""
+        self.finish(exchange, verdict)
+        if verdict.policy.step is Step.GIVE_UP:
+            raise DispatchError(
+                self._give_up_status(verdict), self._give_up_message(verdict),
+                error_class=verdict.error_class, attempts=exchange.attempts,
+            )
 
     def finish(self, exchange: Exchange, verdict: Verdict | None = None, *, session: str | None = None) -> None:
         """The caller's side is done with the answer: a clean end clears cooldowns."""
@@ -164,6 +192,7 @@ class Dispatcher:
     ) -> Exchange | Verdict:
         dialect = upstreams.DIALECTS[account.kind]
         model = call.model
+        streamed = upstreams.streams(account, call.operation, call.stream)
         key = (dialect, model)
         if key not in bodies:
             bodies[key] = call.encode(dialect, model)
@@ -178,18 +207,18 @@ class Dispatcher:
             refreshed = retried = False
             while True:
                 target = upstreams.target(
-                    account, base, call.operation, model=model, stream=call.stream,
-                    body=body, credential=credential, project=project,
+                    account, base, call.operation, model=model, stream=call.stream, body=body,
+                    credential=credential, config=self.pool.config, project=project, session=call.session,
                 )
                 target.headers.update(call.forward.get(dialect, {}))
                 started = time.monotonic()
-                result = await self._post(target, call.stream, deadline)
+                result = await self._post(target, streamed, deadline)
                 ms = (time.monotonic() - started) * 1000
                 host = urlsplit(target.url).hostname or "?"
                 if isinstance(result, Response) and result.status_code < 400:
                     attempts.append(Attempt(account.id, account.name, host, result.status_code, "ok", ms))
                     self.pool.answered(lease)
-                    return Exchange(result, account, dialect, model, attempts, lease, deadline)
+                    return Exchange(result, account, dialect, model, attempts, lease, deadline, streamed)
                 verdict = result if isinstance(result, Verdict) else await self._verdict(result)
                 attempts.append(Attempt(account.id, account.name, host, verdict.status, verdict.error_class, ms))
                 step = verdict.policy.step
@@ -214,7 +243,7 @@ class Dispatcher:
         if account.kind != "google":
             return account.secret, None
         token = await self.pool.access_token(account)
-        return token, await self.pool.project(account, token)
+        return token, await self.pool.project(account)
 
     async def _post(self, target: upstreams.Target, stream: bool, deadline: float) -> Response | Verdict:
         remaining = deadline - time.monotonic()
@@ -245,6 +274,20 @@ class Dispatcher:
         finally:
             await response.aclose()
         return classify(response.status_code, response.headers, raw)
+
+    @staticmethod
+    def _give_up_status(verdict: Verdict) -> int:
+        """A refused request keeps the upstream's 4xx (400, 413, 422 say different things);
+        anything else the policy's status."""
+        if verdict.error_class is ErrorClass.BAD_REQUEST and verdict.status and 400 <= verdict.status < 500:
+            return verdict.status
+        return verdict.policy.caller_status
+
+    def _give_up_message(self, verdict: Verdict) -> str:
+        if verdict.error_class is ErrorClass.CLIENT_OUTDATED:
+            version = self.pool.config.upstreams.antigravity.client_version
+            return f"Google refused the Antigravity client version {version} ({verdict.message.strip()}): {verdict.policy.advice}"
+        return verdict.message
 
     def _no_answer(self, call: Call, last: Verdict | None, attempts: list[Attempt]) -> DispatchError:
         """What to tell the caller when no account answered. When accounts were tried, the last

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import json
-
-from .health import ErrorClass, Verdict, classify, network_failure
+from . import identity
+from .config import AntigravityUpstream
+from .health import ErrorClass, Verdict, classify, embedded_error, network_failure
 from .state import Quota
 from .transport import Transport, TransportError
 
-USER_AGENT = "antigravity/1.11.5 switchyard"
+# force -> a live access token (force: a new one, even if the current one looks fresh)
+TokenSource = Callable[[bool], Awaitable[str]]
+ONBOARD_POLLS = 5  # onboardUser posts before giving up, ONBOARD_INTERVAL seconds apart
+ONBOARD_INTERVAL = 2.0
 
 
 @dataclass(slots=True)
@@ -91,11 +97,32 @@ async def user_email(client: Transport, userinfo_url: str, access_token: str) ->
     return email
 
 
-async def _call(client: Transport, endpoints: list[str], method: str, access_token: str, body: dict) -> dict:
+def fixed_token(access_token: str) -> TokenSource:
+    """A token source for a token just issued (at sign-in): nothing to renew."""
+
+    async def token(force: bool) -> str:
+        return access_token
+
+    return token
+
+
+async def _call(client: Transport, upstream: AntigravityUpstream, method: str, token: TokenSource, body: dict) -> dict:
+    """One housekeeping call. A 401 renews the access token once and tries again, as
+    generation does: a token can die early (revoked sessions, clock skew)."""
+    access_token = await token(False)
+    try:
+        return await _post(client, upstream, method, access_token, body)
+    except GoogleError as e:
+        if e.verdict.status != 401:
+            raise
+    return await _post(client, upstream, method, await token(True), body)
+
+
+async def _post(client: Transport, upstream: AntigravityUpstream, method: str, access_token: str, body: dict) -> dict:
     """POST to the first endpoint that answers; the next one on 404/408/5xx/network errors."""
-    headers = {"authorization": f"Bearer {access_token}", "user-agent": USER_AGENT}
+    headers = {"authorization": f"Bearer {access_token}", **identity.headers(upstream)}
     verdict = Verdict(ErrorClass.NETWORK, "no endpoint configured")
-    for endpoint in endpoints:
+    for endpoint in upstream.endpoints:
         try:
             response, content = await client.fetch("POST", f"{endpoint}:{method}", json=body, headers=headers)
         except TransportError as e:
@@ -106,9 +133,9 @@ async def _call(client: Transport, endpoints: list[str], method: str, access_tok
                 data = json.loads(content)
             except ValueError:
                 data = None
-            if isinstance(data, dict):
+            if isinstance(data, dict) and not isinstance(data.get("error"), dict):
                 return data
-            verdict = Verdict(ErrorClass.SERVER, f"{method} answered something that is not JSON", 200)
+            verdict = embedded_error(content) or Verdict(ErrorClass.SERVER, f"{method} answered something that is not JSON", 200)
             continue
         verdict = classify(response.status_code, response.headers, content)
         if response.status_code not in (404, 408) and response.status_code < 500:
@@ -116,23 +143,69 @@ async def _call(client: Transport, endpoints: list[str], method: str, access_tok
     raise GoogleError(verdict)
 
 
-async def load_code_assist(client: Transport, endpoints: list[str], access_token: str) -> str:
-    """The Cloud Code project behind an account; every generate call must name it."""
-    body = {"metadata": {"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}}
-    data = await _call(client, endpoints, "loadCodeAssist", access_token, body)
-    project = data.get("cloudaicompanionProject")
-    if isinstance(project, dict):
-        project = project.get("id")
-    if not isinstance(project, str) or not project:
-        raise GoogleError(Verdict(ErrorClass.FORBIDDEN, "loadCodeAssist returned no project for this account"))
-    return project
+async def project(client: Transport, upstream: AntigravityUpstream, token: TokenSource) -> str:
+    """The Cloud Code project behind an account; every generate call must name it. An account
+    that never used Cloud Code has none until it is onboarded, which this does."""
+    found, tier = await load_code_assist(client, upstream, token)
+    return found or await onboard(client, upstream, token, tier)
+
+
+async def load_code_assist(client: Transport, upstream: AntigravityUpstream, token: TokenSource) -> tuple[str | None, str]:
+    """The account's project (None before onboarding) and the tier to onboard it to."""
+    data = await _call(client, upstream, "loadCodeAssist", token, {"metadata": {"ideType": "ANTIGRAVITY"}})
+    return _project_id(data.get("cloudaicompanionProject")), _default_tier(data)
+
+
+async def onboard(client: Transport, upstream: AntigravityUpstream, token: TokenSource, tier: str) -> str:
+    """onboardUser with the account's default tier, posted again until Google says it is done."""
+    body = {
+        "tier_id": tier,
+        "metadata": {"ide_type": "ANTIGRAVITY", "ide_version": upstream.client_version, "ide_name": "antigravity"},
+    }
+    for attempt in range(ONBOARD_POLLS):
+        if attempt:
+            await asyncio.sleep(ONBOARD_INTERVAL)
+        data = await _call(client, upstream, "onboardUser", token, body)
+        if data.get("done") is not True:
+            continue
+        response = data.get("response")
+        if found := _project_id(response.get("cloudaicompanionProject") if isinstance(response, dict) else None):
+            return found
+        raise GoogleError(Verdict(ErrorClass.FORBIDDEN, f"onboarding to the {tier} tier finished without a Cloud Code project"))
+    raise GoogleError(Verdict(
+        ErrorClass.SERVER, f"onboarding to the {tier} tier was not done after {ONBOARD_POLLS} tries; it is tried again on the next request",
+    ))
+
+
+def _project_id(value: object) -> str | None:
+    """`cloudaicompanionProject` is a project id, or an object with one."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _default_tier(data: dict) -> str:
+    """The tier to onboard to: the one Google marks as default, else the current one, else free."""
+    tiers = data.get("allowedTiers")
+    for tier in tiers if isinstance(tiers, list) else ():
+        if isinstance(tier, dict) and tier.get("isDefault") is True and isinstance(tier.get("id"), str):
+            return tier["id"]
+    current = data.get("currentTier")
+    if isinstance(current, dict) and isinstance(current.get("id"), str):
+        return current["id"]
+    return "free-tier"
 
 
 async def fetch_available_models(
-    client: Transport, endpoints: list[str], access_token: str, project: str
+    client: Transport, upstream: AntigravityUpstream, token: TokenSource, project: str
 ) -> dict[str, Quota]:
     """Each model the account may use, with the fraction of its quota left and the reset time."""
-    data = await _call(client, endpoints, "fetchAvailableModels", access_token, {"project": project})
+    try:
+        data = await _call(client, upstream, "fetchAvailableModels", token, {"project": project})
+    except GoogleError as e:
+        if e.verdict.status != 403:
+            raise
+        data = await _call(client, upstream, "fetchAvailableModels", token, {})  # some accounts want no project
     models = data.get("models")
     quotas: dict[str, Quota] = {}
     if isinstance(models, dict):

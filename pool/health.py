@@ -31,6 +31,7 @@ class ErrorClass(StrEnum):
     SERVER = "server"
     NETWORK = "network"
     TIMEOUT = "timeout"
+    CLIENT_OUTDATED = "client_outdated"
 
 
 class Step(StrEnum):
@@ -55,6 +56,7 @@ class Policy:
     caller_status: int  # what the caller sees when this is the last word
     disable: bool = False  # needs the user: the account is taken out until they act
     trigger: str = ""  # what upstream answer is this class (for the README table)
+    advice: str = ""  # what the user can do about it, in plain words (CLI, errors)
 
 
 MINUTE, HOUR = 60.0, 3600.0
@@ -65,40 +67,56 @@ MINUTE, HOUR = 60.0, 3600.0
 POLICIES: dict[ErrorClass, Policy] = {
     ErrorClass.RATE_LIMIT: Policy(
         Step.NEXT_ACCOUNT, "model", 15, 2 * MINUTE, 429,
-        trigger="429 `RATE_LIMIT_EXCEEDED` / `RESOURCE_EXHAUSTED` (per-minute limits)"),
+        trigger="429 `RATE_LIMIT_EXCEEDED` / `RESOURCE_EXHAUSTED` (per-minute limits)",
+        advice="a per-minute limit: the account serves again after its cooldown"),
     ErrorClass.QUOTA_EXHAUSTED: Policy(
         Step.NEXT_ACCOUNT, "model", HOUR, 24 * HOUR, 429,
-        trigger="429 `QUOTA_EXHAUSTED` or with `quotaResetDelay`; OpenAI `insufficient_quota`"),
+        trigger="429 `QUOTA_EXHAUSTED`, or a reset hint (`quotaResetDelay`, a retry delay of 5 min or more); OpenAI `insufficient_quota`",
+        advice="the quota resets at the time shown; other accounts serve meanwhile"),
     ErrorClass.CAPACITY: Policy(
         Step.RETRY_SAME, "model", 5, 2 * MINUTE, 503,
-        trigger="`MODEL_CAPACITY_EXHAUSTED`, 529, Anthropic `overloaded_error`"),
+        trigger="`MODEL_CAPACITY_EXHAUSTED`, 529, Anthropic `overloaded_error`",
+        advice="nothing to do: the model is busy upstream; try again shortly or use another model"),
     ErrorClass.AUTH: Policy(
         Step.REFRESH, "account", MINUTE, HOUR, 502,
-        trigger="401, `API_KEY_INVALID`"),
+        trigger="401, `API_KEY_INVALID`",
+        advice="check the credentials: the API key, or the OAuth client_id/client_secret this refresh token was issued for"),
     ErrorClass.FORBIDDEN: Policy(
         Step.NEXT_ACCOUNT, "account", 10 * MINUTE, 6 * HOUR, 502,
-        trigger="403, no Cloud Code project"),
+        trigger="403, no Cloud Code project",
+        advice="the account may not use this service: sign in once in the Antigravity IDE (or give --project), or check the key's permissions"),
     ErrorClass.VALIDATION_REQUIRED: Policy(
         Step.NEXT_ACCOUNT, "account", 24 * HOUR, 24 * HOUR, 502,
-        trigger="403 `VALIDATION_REQUIRED` (its URL is kept and shown by `accounts list`)"),
+        trigger="403 `VALIDATION_REQUIRED` (its URL is kept and shown by `accounts list`)",
+        advice="open the verification URL in a browser signed in to this account, then run `switchyard accounts enable ID`"),
     ErrorClass.INVALID_GRANT: Policy(
         Step.NEXT_ACCOUNT, "account", 0, 0, 502, disable=True,
-        trigger="token refresh answers `invalid_grant` (revoked or expired refresh token)"),
+        trigger="token refresh answers `invalid_grant` (revoked or expired refresh token)",
+        advice="sign in again with `switchyard accounts login` (or add a new refresh token)"),
     ErrorClass.NOT_FOUND: Policy(
         Step.NEXT_ENDPOINT, "model", 10 * MINUTE, HOUR, 404,
-        trigger="404 (the model is not available to this account)"),
+        trigger="404 (the model is not available to this account)",
+        advice="use a model the account lists (`switchyard accounts list`), or map the name in [model_mapping]"),
     ErrorClass.BAD_REQUEST: Policy(
         Step.GIVE_UP, None, 0, 0, 400,
-        trigger="400, 413, 422: the request itself is wrong"),
+        trigger="400, 413, 422: the request itself is wrong",
+        advice="the request was refused as it is: the message says what the upstream objects to"),
     ErrorClass.SERVER: Policy(
         Step.NEXT_ENDPOINT, "model", 5, 5 * MINUTE, 502,
-        trigger="5xx, 408, an unreadable or empty answer"),
+        trigger="5xx, 408, an unreadable or empty answer, an error inside a 200",
+        advice="nothing to do: an upstream fault; the account serves again after its cooldown"),
     ErrorClass.NETWORK: Policy(
         Step.NEXT_ENDPOINT, "account", 5, 5 * MINUTE, 502,
-        trigger="connection refused, reset or broken"),
+        trigger="connection refused, reset or broken",
+        advice="check the network path to the upstream (base URL, proxy, firewall)"),
     ErrorClass.TIMEOUT: Policy(
         Step.NEXT_ACCOUNT, "model", 15, 5 * MINUTE, 504,
-        trigger="no answer within `request_timeout`"),
+        trigger="no answer within `request_timeout`",
+        advice="nothing to do unless it repeats: then check the network, or raise request_timeout"),
+    ErrorClass.CLIENT_OUTDATED: Policy(
+        Step.GIVE_UP, None, 0, 0, 502,
+        trigger="\"This version of Antigravity is no longer supported\" (an error, or the whole answer)",
+        advice="raise [upstreams.antigravity] client_version in config.toml to the current Antigravity release (every Google account shares it)"),
 }
 
 STEP_TEXT: dict[Step, str] = {
@@ -178,21 +196,73 @@ class Verdict:
         return min(policy.base * 2 ** max(failures - 1, 0), policy.cap)
 
 
+LONG_RETRY = 300.0  # seconds: a "rate limit" that asks for this long a wait is an exhausted quota
+
+# Phrases Google's Cloud Code uses, in an error or as the whole answer, for a client version it
+# no longer serves; the fix is the user's client_version, not a cooldown.
+OUTDATED_PHRASES = (
+    "This version of Antigravity is no longer supported",
+    "Your current version of Antigravity is out of date",
+)
+
+
 def classify(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
     error = _error_object(body)
     reasons = _reasons(error)
+    message = _message(error, body, status)
     error_class = next((REASONS[r] for r in reasons if r in REASONS), None)
     if error_class is None:
         error_class = STATUSES.get(status) or (ErrorClass.SERVER if status >= 500 else ErrorClass.BAD_REQUEST)
     if error_class is ErrorClass.RATE_LIMIT and status == 429 and _mentions_quota(error):
         error_class = ErrorClass.QUOTA_EXHAUSTED
+    if any(phrase in message for phrase in OUTDATED_PHRASES):
+        error_class = ErrorClass.CLIENT_OUTDATED
+    retry_after = _retry_hint(error_class, error, headers)
+    if error_class is ErrorClass.RATE_LIMIT and retry_after is not None and retry_after >= LONG_RETRY:
+        error_class = ErrorClass.QUOTA_EXHAUSTED
     return Verdict(
         error_class=error_class,
-        message=_message(error, body, status),
+        message=message,
         status=status,
-        retry_after=_retry_hint(error_class, error, headers),
+        retry_after=retry_after,
         validation_url=_validation_url(error),
     )
+
+
+def outdated_text(text: str) -> bool | None:
+    """Whether an answer's text is Google refusing the client's version (the refusal is the
+    whole answer): True, False, or None while the text so far could still become one of those
+    phrases (a stream read part way)."""
+    head = text.lstrip()
+    if head.startswith(OUTDATED_PHRASES):
+        return True
+    if any(phrase.startswith(head) for phrase in OUTDATED_PHRASES):
+        return None
+    return False
+
+
+def embedded_error(body: bytes) -> Verdict | None:
+    """The error inside a 200: a body, or the first event of a stream, that is `{"error": ...}`
+    (a fallback host of Google's answers some refusals so), as the verdict it stands for."""
+    text = body.lstrip()
+    if text.startswith(b"data:"):
+        text = text[5:].split(b"\n", 1)[0]
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, dict) and isinstance(data.get("response"), dict) and "error" in data["response"]:
+        data = data["response"]
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code")
+    status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+    verdict = classify(status, {}, json.dumps({"error": error}).encode())
+    verdict.message = f"{verdict.message} (an error inside a 200 answer)"
+    return verdict
 
 
 def network_failure(exc: BaseException) -> Verdict:
@@ -259,10 +329,20 @@ def parse_duration(text: str) -> float | None:
     return h * 3600 + m * 60 + s + ms / 1000
 
 
+# Resets named only in the message: "Your quota will reset after 1h2m3s.", "retry after 30s".
+_TEXT_HINTS = re.compile(r"(?:reset|retry) (?:after|in) (\d+(?:\.\d+)?(?:ms|h|m|s)(?:\d+(?:\.\d+)?(?:ms|m|s))*)", re.I)
+
+
+def _text_hint(error: dict[str, Any]) -> float | None:
+    match = _TEXT_HINTS.search(str(error.get("message", "")))
+    return parse_duration(match.group(1)) if match else None
+
+
 def _retry_hint(error_class: ErrorClass, error: dict[str, Any], headers: Mapping[str, str]) -> float | None:
     """Seconds the upstream asks us to wait. For an exhausted quota the reset hints describe one
     moment at different precisions (quotaResetDelay is often whole seconds), so the latest wins:
-    a cooldown that ends a little late costs nothing, one that ends early costs a failed probe."""
+    a cooldown that ends a little late costs nothing, one that ends early costs a failed probe.
+    A time named only in the message counts when nothing structured says more."""
     retry: float | None = None
     quota_resets: list[float] = []
     for detail in _details(error):
@@ -277,8 +357,8 @@ def _retry_hint(error_class: ErrorClass, error: dict[str, Any], headers: Mapping
     header = _retry_after_header(headers)
     if error_class is ErrorClass.QUOTA_EXHAUSTED:
         hints = quota_resets + [v for v in (retry,) if v is not None]
-        return max(hints) if hints else header
-    return next((v for v in (header, retry, *quota_resets) if v is not None), None)
+        return max(hints) if hints else header if header is not None else _text_hint(error)
+    return next((v for v in (header, retry, *quota_resets, _text_hint(error)) if v is not None), None)
 
 
 def _retry_after_header(headers: Mapping[str, str]) -> float | None:

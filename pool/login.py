@@ -207,7 +207,7 @@ async def login(
         except google.GoogleError as e:
             raise LoginError(f"signing in failed: {e.verdict.error_class}: {e.verdict.message}") from None
         try:
-            project: str | None = await google.load_code_assist(client, upstream.endpoints, token.access_token)
+            project: str | None = await google.project(client, upstream, google.fixed_token(token.access_token))
         except google.GoogleError:
             project = None  # found on first use; not a reason to fail the login
     return LoggedIn(token.refresh_token, email, project)

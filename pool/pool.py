@@ -86,6 +86,8 @@ class Pool:
         self._locks: dict[str, asyncio.Lock] = {}
         self._slot_freed: asyncio.Event | None = None
         self._dirty = False
+        self._urgent = False
+        self._writing = asyncio.Lock()
         self._quota_due: dict[str, float] = {}
         self._quota_tasks: dict[str, asyncio.Task[None]] = {}
         self._models_asked: dict[str, float] = {}  # account id -> when a first model list was sought
@@ -301,7 +303,7 @@ class Pool:
         state = self.state.of(account_id)
         for key in (ACCOUNT_SCOPE, lease.model):
             if (cleared := state.cooldowns.pop(key, None)) is not None:
-                self._touch(state)
+                self._touch(state, urgent=True)
                 if cleared.error_class == ErrorClass.QUOTA_EXHAUSTED:
                     self._quota_due[account_id] = 0.0  # the quota is back: learn how much
         if session is not None and self.config.routing.scheduling == "cache_first":
@@ -343,7 +345,7 @@ class Pool:
             log.info("account %s cooling (%s, %s) for %.1fs", account.name, key, verdict.error_class, until - now)
             if verdict.error_class is ErrorClass.QUOTA_EXHAUSTED and verdict.retry_after is None:
                 self._quota_due[account.id] = 0.0  # no reset time given: fetchAvailableModels has it
-        self._touch(state)
+        self._touch(state, urgent=True)
 
     def disable(self, account: Account, reason: str) -> None:
         try:
@@ -353,9 +355,12 @@ class Pool:
             account.enabled = False
             account.disabled_reason = reason
 
-    def _touch(self, state: AccountState) -> None:
+    def _touch(self, state: AccountState, *, urgent: bool = False) -> None:
+        """Marks the state for the next write; `urgent` for what `accounts list` shows (cooldowns,
+        errors, quota), which `flush` writes before the caller hears of the request."""
         state.updated_at = time.time()
         self._dirty = True
+        self._urgent = self._urgent or urgent
 
     # --- credentials ----------------------------------------------------------------------------
     def _lock(self, account_id: str) -> asyncio.Lock:
@@ -383,18 +388,29 @@ class Pool:
                 self.store.modify(account.id, secret=token.refresh_token)
             return token.access_token
 
-    async def project(self, account: Account, access_token: str) -> str:
+    def token_source(self, account: Account) -> google.TokenSource:
+        """The account's access tokens, for calls that renew them on a 401."""
+        return lambda force: self.access_token(account, force=force)
+
+    async def project(self, account: Account) -> str:
+        """The account's Cloud Code project: given by the user, learned before, or asked for
+        (onboarding the account when it has none yet), once per account at a time."""
         if account.project:
             return account.project
         if project := self.state.of(account.id).project:
             return project
-        async with self._lock(account.id):
+        async with self._lock("project:" + account.id):
             state = self.state.of(account.id)
             if state.project:
                 return state.project
-            project = await google.load_code_assist(self.transport, self.config.upstreams.antigravity.endpoints, access_token)
+            upstream, token = self.config.upstreams.antigravity, self.token_source(account)
+            project, tier = await google.load_code_assist(self.transport, upstream, token)
+            if project is None:
+                project = await google.onboard(self.transport, upstream, token, tier)
+                state.onboarded = tier
+                log.info("account %s onboarded to Cloud Code (%s): project %s", account.name, tier, project)
             state.project = project
-            self._touch(state)
+            self._touch(state, urgent=True)
             return project
 
     # --- quota ------------------------------------------------------------------------------------
@@ -408,9 +424,10 @@ class Pool:
             self._quota_due[account.id] = state.quota_fetched_at + self._quota_interval()
             self._touch(state)
             return
-        token = await self.access_token(account)
-        project = await self.project(account, token)
-        quota = await google.fetch_available_models(self.transport, self.config.upstreams.antigravity.endpoints, token, project)
+        project = await self.project(account)
+        quota = await google.fetch_available_models(
+            self.transport, self.config.upstreams.antigravity, self.token_source(account), project
+        )
         self.apply_quota(account.id, quota)
 
     def apply_quota(self, account_id: str, quota: dict[str, Quota]) -> None:
@@ -431,7 +448,7 @@ class Pool:
             elif cd is not None and cd.error_class == ErrorClass.QUOTA_EXHAUSTED and (info.remaining or 0) > 0:
                 del state.cooldowns[model]
         self._quota_due[account_id] = now + self._quota_interval()
-        self._touch(state)
+        self._touch(state, urgent=True)
 
     def _quota_interval(self) -> float:
         interval = self.config.quota.refresh_interval
@@ -504,19 +521,32 @@ class Pool:
         """Writes the state when it changed. The serializing stays on the loop (the state is only
         consistent there); the write and its fsyncs go to a thread. If the CLI wrote meanwhile,
         the next round merges its changes first."""
-        if not self._dirty:
-            return
-        self._dirty = False
-        data = self.state_file.prepare(self.state, {a.id for a in self.accounts})
-        written = False
-        try:
-            written = await asyncio.to_thread(self.state_file.write_if_unchanged, data)
-        finally:
-            self._dirty = self._dirty or not written
+        async with self._writing:
+            if not self._dirty:
+                return
+            urgent, self._dirty, self._urgent = self._urgent, False, False
+            data = self.state_file.prepare(self.state, {a.id for a in self.accounts})
+            written = False
+            try:
+                written = await asyncio.to_thread(self.state_file.write_if_unchanged, data)
+            finally:
+                self._dirty = self._dirty or not written
+                self._urgent = self._urgent or (urgent and not written)
+
+    async def flush(self) -> None:
+        """Writes a change the user would look for (a cooldown, an error, new quota) now, so
+        `switchyard accounts list` run right after a request shows its effect. Requests that
+        change nothing of that kind cost nothing here."""
+        for _ in range(2):  # a second round when the CLI wrote meanwhile: merge, then write
+            if not self._urgent:
+                return
+            await self.persist()
+            if self._urgent:
+                self.sync()
 
     def save(self) -> None:
         """Writes now, on this thread (the CLI, and the gateway when it stops)."""
-        self._dirty = False
+        self._dirty = self._urgent = False
         self.state_file.save(self.state, live_ids={a.id for a in self.accounts})
 
     async def run(self) -> None:

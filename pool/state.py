@@ -48,6 +48,7 @@ class AccountState(BaseModel):
     access_token: str | None = Field(default=None, repr=False)
     access_expires_at: float = 0.0
     project: str | None = None
+    onboarded: str | None = None  # the tier the gateway onboarded the account to, if it did
     email: str | None = None
     quota: dict[str, Quota] = Field(default_factory=dict)
     quota_fetched_at: float = 0.0

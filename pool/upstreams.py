@@ -6,10 +6,13 @@ only knows the transport: endpoints, paths, auth headers, and Google's v1interna
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from . import identity
 from .accounts import Account, Kind
 from .config import Config
 
@@ -29,6 +32,25 @@ DEFAULT_BASE_URLS: dict[Kind, str] = {
 
 # Upstreams that can count tokens; for the others the gateway estimates locally.
 COUNTS_TOKENS: frozenset[Kind] = frozenset({"google", "gemini", "anthropic"})
+
+# Kinds whose whole answers are asked for as a stream and assembled by the gateway: Cloud Code
+# serves its clients so (Antigravity's own practice), and a stream lets the gateway see a refusal
+# in the first event, not after the whole answer.
+STREAMS_UPSTREAM: frozenset[Kind] = frozenset({"google"})
+
+
+def streams(account: Account, operation: Operation, stream: bool) -> bool:
+    """Whether this exchange is a stream upstream (whatever the caller asked for)."""
+    return stream or (operation == "generate" and account.kind in STREAMS_UPSTREAM)
+
+
+def session_id(conversation: str | None) -> str:
+    """Cloud Code's `sessionId`: one per conversation, the same on every turn (the service keys
+    its caches on it), in the form its own clients send: "-" and a positive 63-bit number."""
+    if conversation is None:
+        return "-" + str(secrets.randbits(63))
+    digest = hashlib.sha256(conversation.encode()).digest()
+    return "-" + str(int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 @dataclass(slots=True)
@@ -58,24 +80,28 @@ def target(
     stream: bool,
     body: dict[str, Any],
     credential: str,
+    config: Config,
     project: str | None = None,
+    session: str | None = None,
 ) -> Target:
-    """The request to `base` for this account; `credential` is its access token or API key."""
+    """The request to `base` for this account; `credential` is its access token or API key,
+    `session` the conversation it belongs to."""
     match account.kind:
         case "google":
-            url = f"{base}:{_gemini_method(operation, stream)}"
+            url = f"{base}:{_gemini_method(operation, streams(account, operation, stream))}"
             if operation == "count_tokens":
                 wrapped = {"request": {"model": f"models/{model}", "contents": body.get("contents", [])}}
             else:
                 wrapped = {
                     "project": project,
                     "model": model,
-                    "request": body,
+                    "request": {**body, "sessionId": session_id(session)},
                     "userAgent": "antigravity",
                     "requestType": "agent",
-                    "requestId": f"agent-{secrets.token_hex(8)}",
+                    "requestId": f"agent-{uuid.uuid4()}",
                 }
-            return Target(url, {"authorization": f"Bearer {credential}"}, wrapped)
+            headers = {"authorization": f"Bearer {credential}", **identity.headers(config.upstreams.antigravity)}
+            return Target(url, headers, wrapped)
         case "gemini":
             url = f"{base}/v1beta/models/{model}:{_gemini_method(operation, stream)}"
             return Target(url, {"x-goog-api-key": credential}, body)

@@ -104,3 +104,76 @@ def test_network_failures():
 @pytest.mark.parametrize(("text", "seconds"), [("1.2s", 1.2), ("2h1m1s", 7261), ("500ms", 0.5), ("34m12.5s", 2052.5), ("x", None), ("", None)])
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+# --- what the live Cloud Code service does beyond the documented fields -------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "error_class", "retry_after"),
+    [
+        # the only hint is in the words
+        (google_error(429, "RATE_LIMIT_EXCEEDED", message="You have exhausted your capacity on this model. Your quota"
+                      " will reset after 1h2m3s."), ErrorClass.QUOTA_EXHAUSTED, 3723.0),
+        (google_error(429, "RATE_LIMIT_EXCEEDED", message="Too many requests, retry after 12s."), ErrorClass.RATE_LIMIT, 12.0),
+        (google_error(429, "QUOTA_EXHAUSTED", message="Your quota will reset after 34m12s."), ErrorClass.QUOTA_EXHAUSTED, 2052.0),
+        # a per-minute limit that asks for five minutes or more is an exhausted quota
+        (google_error(429, "RATE_LIMIT_EXCEEDED", retry="300s"), ErrorClass.QUOTA_EXHAUSTED, 300.0),
+        (google_error(429, "RATE_LIMIT_EXCEEDED", retry="299s"), ErrorClass.RATE_LIMIT, 299.0),
+        # structured hints win over the words
+        (google_error(429, "QUOTA_EXHAUSTED", {"quotaResetDelay": "10s"}, message="reset after 1h"), ErrorClass.QUOTA_EXHAUSTED, 10.0),
+    ],
+)
+def test_resets_named_only_in_the_message_and_long_rate_limits(body, error_class, retry_after):
+    verdict = classify(429, {}, body)
+    assert verdict.error_class is error_class
+    assert verdict.retry_after == pytest.approx(retry_after)
+
+
+def test_an_outdated_client_is_its_own_class_that_cools_nothing_and_tells_what_to_do():
+    body = json.dumps({"error": {"code": 400, "status": "FAILED_PRECONDITION", "message":
+                                 "This version of Antigravity is no longer supported. Please update to receive the latest features!"}})
+    verdict = classify(400, {}, body.encode())
+    assert verdict.error_class is ErrorClass.CLIENT_OUTDATED
+    policy = verdict.policy
+    assert policy.step is Step.GIVE_UP and policy.scope is None and not policy.disable
+    assert "client_version" in policy.advice
+
+
+def test_outdated_answer_text_is_told_apart_from_a_real_answer_as_early_as_possible():
+    from pool.health import outdated_text
+
+    phrase = "This version of Antigravity is no longer supported. Please update to receive the latest features!"
+    assert outdated_text(phrase) is True
+    assert outdated_text("  " + phrase[:60]) is True
+    assert outdated_text("Your current version of Antigravity is out of date. Please visit https://antigravity.google") is True
+    assert outdated_text("") is None and outdated_text("This ver") is None and outdated_text("Your") is None
+    assert outdated_text("Thus") is False and outdated_text("echo: hi") is False
+    assert outdated_text("A quote: This version of Antigravity is no longer supported") is False  # not the whole answer
+
+
+@pytest.mark.parametrize(
+    ("raw", "error_class", "status"),
+    [
+        (b'{"error": {"code": 429, "message": "slow", "status": "RESOURCE_EXHAUSTED", "details": [{"reason": "QUOTA_EXHAUSTED"}]}}',
+         ErrorClass.QUOTA_EXHAUSTED, 429),
+        (b'data: {"response": {"error": {"code": 503, "message": "no capacity", "status": "UNAVAILABLE"}}}\r\n\r\n',
+         ErrorClass.SERVER, 503),
+        (b'[{"error": {"code": 400, "message": "This version of Antigravity is no longer supported.", "status": "FAILED_PRECONDITION"}}]',
+         ErrorClass.CLIENT_OUTDATED, 400),
+        (b'{"error": {"message": "no code"}}', ErrorClass.SERVER, 502),
+    ],
+)
+def test_an_error_inside_a_200_is_the_error_it_carries(raw, error_class, status):
+    from pool.health import embedded_error
+
+    verdict = embedded_error(raw)
+    assert verdict is not None and verdict.error_class is error_class and verdict.status == status
+    assert "inside a 200" in verdict.message
+
+
+@pytest.mark.parametrize("raw", [b'{"candidates": []}', b"data: {\"response\": {\"candidates\": []}}\r\n\r\n", b"<html>", b""])
+def test_an_ordinary_200_is_no_embedded_error(raw):
+    from pool.health import embedded_error
+
+    assert embedded_error(raw) is None

@@ -46,7 +46,7 @@ def test_plain_mitmdump_with_the_script_serves_the_configured_port(tmp_path):
     finally:
         proc.terminate()
         output = proc.communicate(timeout=10)[0]
-    assert f"listening at 127.0.0.1:{port}" in output  # loopback only, as configured
+    assert f"Switchyard gateway listening at http://127.0.0.1:{port}" in output  # loopback only, as configured
 
 
 @pytest.mark.parametrize(

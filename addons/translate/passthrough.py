@@ -90,14 +90,70 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     return [b for b in content if isinstance(b, dict) and "type" in b] if isinstance(content, list) else []
 
 
-def response_body(dialect: str, raw: bytes) -> bytes:
-    """A whole upstream answer for the caller: v1internal's `{"response": ...}` unwrapped."""
+def response_body(dialect: str, raw: bytes, *, streamed: bool = False) -> bytes:
+    """A whole upstream answer for the caller: v1internal's `{"response": ...}` unwrapped; a
+    Gemini answer that came as a stream made one body again."""
+    if streamed:
+        parser = SSEParser()
+        events = parser.feed(raw) + parser.close()
+        return _dumps(merge_gemini([_unwrapped_doc(json.loads(e.data)) for e in events if e.data.strip()]))
     if dialect != "antigravity":
         return raw
     data = json.loads(raw)
     if isinstance(data, dict) and isinstance(inner := data.get("response"), dict):
-        return json.dumps(inner, separators=(",", ":"), ensure_ascii=False).encode()
+        return _dumps(inner)
     return raw
+
+
+def merge_gemini(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The GenerateContentResponse a stream of them adds up to: the parts in order (text pieces
+    joined, a signature kept on the piece it closed), and every other field as last sent —
+    grounding, safety ratings and fields unknown to the gateway included."""
+    merged: dict[str, Any] = {}
+    candidate: dict[str, Any] = {}
+    parts: list[dict[str, Any]] = []
+    for doc in docs:
+        for key, value in doc.items():
+            if key != "candidates":
+                merged[key] = value
+        for piece in (doc.get("candidates") or [{}])[:1]:
+            for key, value in piece.items():
+                if key != "content":
+                    candidate[key] = value
+            content = piece.get("content") if isinstance(piece.get("content"), dict) else {}
+            candidate.setdefault("content", {"role": content.get("role", "model"), "parts": parts})
+            for part in content.get("parts") or []:
+                _add_part(parts, part)
+    if candidate:
+        merged["candidates"] = [candidate]
+    return merged
+
+
+def _add_part(parts: list[dict[str, Any]], part: dict[str, Any]) -> None:
+    last = parts[-1] if parts else None
+    joinable = (
+        last is not None
+        and isinstance(last.get("text"), str)
+        and isinstance(part.get("text"), str)
+        and "thoughtSignature" not in last
+        and bool(last.get("thought")) == bool(part.get("thought"))
+    )
+    if not joinable:
+        parts.append(dict(part))
+        return
+    last["text"] += part["text"]
+    if "thoughtSignature" in part:
+        last["thoughtSignature"] = part["thoughtSignature"]
+
+
+def _unwrapped_doc(data: Any) -> dict[str, Any]:
+    if isinstance(data, dict) and isinstance(inner := data.get("response"), dict):
+        return inner
+    return data if isinstance(data, dict) else {}
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class Passthrough:
