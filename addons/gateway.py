@@ -17,7 +17,6 @@ from typing import Any
 
 from mitmproxy import http
 
-from pool import mapping
 from pool.dispatch import Call, DispatchError, Dispatcher, Exchange
 from pool.health import ErrorClass, Verdict, network_failure
 from pool.pool import Pool
@@ -179,13 +178,8 @@ class Gateway:
 
     async def _route_model(self, requested: str) -> str:
         assert self.pool is not None
-        pool = self.pool
-        await pool.know_models()
-
-        def served(name: str) -> bool:
-            return any(pool.serves(account, name) for account in pool.accounts)
-
-        return mapping.resolve(requested, pool.config.model_mapping, served)
+        await self.pool.know_models()
+        return self.pool.resolve(requested)
 
     # --- generation ----------------------------------------------------------------------------------
     def _decode(self, flow: http.HTTPFlow, route: routes.Route) -> tuple[dict[str, Any], c.Request]:

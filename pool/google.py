@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 import json
 
 from .health import ErrorClass, Verdict, classify, network_failure
-from .state import Quota
+from .models import Catalogue, read_catalogue
 from .transport import Transport, TransportError
 
 USER_AGENT = "antigravity/1.11.5 switchyard"
@@ -130,36 +129,7 @@ async def load_code_assist(client: Transport, endpoints: list[str], access_token
 
 async def fetch_available_models(
     client: Transport, endpoints: list[str], access_token: str, project: str
-) -> dict[str, Quota]:
-    """Each model the account may use, with the fraction of its quota left and the reset time."""
+) -> Catalogue:
+    """Each model the account may use (quota left, reset time, limits) and the deprecated names."""
     data = await _call(client, endpoints, "fetchAvailableModels", access_token, {"project": project})
-    models = data.get("models")
-    quotas: dict[str, Quota] = {}
-    if isinstance(models, dict):
-        for name, info in models.items():
-            quota_info = info.get("quotaInfo") if isinstance(info, dict) else None
-            if not isinstance(quota_info, dict):
-                quotas[name] = Quota()
-                continue
-            reset_at = _timestamp(quota_info.get("resetTime"))
-            remaining = _float(quota_info.get("remainingFraction"))
-            if remaining is None and reset_at is not None:
-                remaining = 0.0  # an exhausted model is listed with its reset time only
-            quotas[name] = Quota(remaining=remaining, reset_at=reset_at)
-    return quotas
-
-
-def _float(value: object) -> float | None:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-
-
-def _timestamp(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    return read_catalogue(data)
