@@ -39,7 +39,7 @@ log = logging.getLogger("switchyard.pool")
 REFRESH_MARGIN = 90.0  # seconds before expiry at which an access token is renewed
 SYNC_EVERY = 0.5  # seconds between looks at the files (CLI changes) and state writes
 QUOTA_JITTER = 0.1  # quota refreshes are spread by +-10 % of the interval
-QUOTA_STARTUP_SPREAD = 5.0  # seconds over which never-fetched accounts get their first fetch
+QUOTA_STARTUP_SPREAD = 5.0  # seconds over which stale catalogues are refreshed at start (none yet: at once)
 QUOTA_PARALLEL = 4  # quota fetches at a time
 HEALTH_WINDOW = 300.0  # seconds an account's last failure weighs on `balance`
 LATENCY_WEIGHT = 0.2  # of a new sample in the time-to-first-byte average
@@ -121,8 +121,9 @@ class Pool:
     async def know_models(self, timeout: float = MODELS_WAIT) -> None:
         """Waits, bounded, for the catalogues of enabled Google accounts never fetched. Until one
         arrives, what such an account serves is a guess from globs: routing on guesses would send
-        a client's own name (claude-opus-4-8) upstream instead of a resolved one. After a failed
-        fetch, requests go on the guess for MODELS_RETRY seconds instead of waiting."""
+        a client's own name (claude-opus-4-8) upstream instead of a resolved one, and a model
+        list would be empty. After a failed fetch, requests go on the guess for MODELS_RETRY
+        seconds instead of waiting."""
         now = time.monotonic()
         waiting = []
         for account in self.accounts:
@@ -509,10 +510,11 @@ class Pool:
                 continue
             due = self._quota_due.get(account.id)
             if due is None:
-                fetched = self.state.of(account.id).quota_fetched_at
+                state = self.state.of(account.id)
                 interval = self._quota_interval()
-                spread = self.rng.uniform(0, min(QUOTA_STARTUP_SPREAD, interval))
-                due = fetched + interval if now - fetched < interval else now + spread
+                # No catalogue yet: callers' model lists and routing wait for it, so fetch at once.
+                spread = self.rng.uniform(0, min(QUOTA_STARTUP_SPREAD, interval)) if state.quota or state.listed else 0.0
+                due = state.quota_fetched_at + interval if now - state.quota_fetched_at < interval else now + spread
                 self._quota_due[account.id] = due
             if due > now:
                 continue

@@ -3,6 +3,8 @@ routing a caller's name to what the pool serves — pure functions and a Pool wi
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from pool.accounts import Account, AccountStore, new_id
 from pool.config import parse
 from pool.models import Ident, identify
 from pool.paths import Home
-from pool.pool import Pool
+from pool.pool import QUOTA_STARTUP_SPREAD, Pool
 from pool.state import Quota, State
 
 RESET = "2031-01-02T03:04:05Z"
@@ -305,6 +307,22 @@ def test_internal_names_of_an_older_state_file_are_never_served(tmp_path):
     assert pool.servable_models() == ["gemini-3-flash"]
     assert not pool.serves(account, "chat_20706")
     assert pool.resolve("chat_20706") == "chat_20706"
+
+
+async def test_an_account_with_no_catalogue_yet_is_fetched_at_once(tmp_path):
+    """Callers' model lists and routing wait for the first catalogue: it is not spread over the
+    first seconds like the refresh of a stale one."""
+    pool = pool_with(tmp_path, {"new": (True, None), "stale": (True, None), "off": (False, None)})
+    new, stale, off = pool.accounts
+    pool.account_state(stale.id).quota = {"gemini-3-flash": Quota(remaining=1.0)}  # from a day ago
+    pool.account_state(stale.id).quota_fetched_at = time.time() - 86400
+    pool.refresh_quotas_due()
+    started = dict(pool._quota_tasks)
+    for task in started.values():
+        task.cancel()
+    await asyncio.gather(*started.values(), return_exceptions=True)
+    assert set(started) == {new.id}
+    assert time.time() < pool._quota_due[stale.id] <= time.time() + QUOTA_STARTUP_SPREAD
 
 
 def test_readme_carries_the_family_table_from_the_code():
