@@ -17,9 +17,9 @@ from typing import Any
 
 from mitmproxy import http
 
-from pool import mapping
 from pool.dispatch import Call, DispatchError, Dispatcher, Exchange
 from pool.health import ErrorClass, Verdict, embedded_error, network_failure
+from pool.models import Listing
 from pool.pool import Pool
 from pool.transport import Transport, TransportError
 from pool.upstreams import COUNTS_TOKENS
@@ -123,10 +123,10 @@ class Gateway:
                 flow.response = answers.json_response(200, {"status": "ok", "version": VERSION})
                 t.outcome = "local"
             case "models":
-                self._models(flow, route)
+                await self._models(flow, route)
                 t.outcome = "local"
             case "model":
-                self._model(flow, route)
+                await self._model(flow, route)
                 t.outcome = "local"
             case "generate":
                 await self._generate(flow, route, headers, t)
@@ -159,19 +159,30 @@ class Gateway:
         flow.response = answers.error(protocol, status, message, kind=kind, retry_after=retry_after)
 
     # --- model lists -------------------------------------------------------------------------------
-    def _model_infos(self) -> list[ModelInfo]:
+    async def _model_infos(self) -> list[ModelInfo]:
+        """The pool's models and the exact names of `[model_mapping]`. Right after a start the
+        Google catalogues are still on their way: wait for them (bounded), as routing does."""
         assert self.pool is not None
-        names = set(self.pool.servable_models())
-        names.update(k for k in self.pool.config.model_mapping if not any(ch in k for ch in "*?["))
-        return [ModelInfo(id=name, display_name=name) for name in sorted(names)]
+        await self.pool.know_models()
+        listing = self.pool.catalogue()
+        for name in self.pool.config.model_mapping:
+            if not any(ch in name for ch in "*?["):
+                listing.setdefault(name, Listing())
+        return [
+            ModelInfo(
+                id=name, display_name=entry.display_name or name,
+                input_token_limit=entry.max_tokens, output_token_limit=entry.max_output_tokens,
+            )
+            for name, entry in sorted(listing.items())
+        ]
 
-    def _models(self, flow: http.HTTPFlow, route: routes.Route) -> None:
+    async def _models(self, flow: http.HTTPFlow, route: routes.Route) -> None:
         caller = registry.CALLERS[route.protocol]
-        flow.response = answers.json_response(200, caller.encode_model_list(self._model_infos()))
+        flow.response = answers.json_response(200, caller.encode_model_list(await self._model_infos()))
 
-    def _model(self, flow: http.HTTPFlow, route: routes.Route) -> None:
+    async def _model(self, flow: http.HTTPFlow, route: routes.Route) -> None:
         name = (route.model or "").removeprefix("models/")
-        info = next((m for m in self._model_infos() if m.id == name), None)
+        info = next((m for m in await self._model_infos() if m.id == name), None)
         if info is None:
             flow.response = answers.error(route.protocol, 404, f"model {name!r} is not served here", kind="not_found")
             return
@@ -182,13 +193,8 @@ class Gateway:
 
     async def _route_model(self, requested: str) -> str:
         assert self.pool is not None
-        pool = self.pool
-        await pool.know_models()
-
-        def served(name: str) -> bool:
-            return any(pool.serves(account, name) for account in pool.accounts)
-
-        return mapping.resolve(requested, pool.config.model_mapping, served)
+        await self.pool.know_models()
+        return self.pool.resolve(requested)
 
     # --- generation ----------------------------------------------------------------------------------
     def _decode(self, flow: http.HTTPFlow, route: routes.Route) -> tuple[dict[str, Any], c.Request]:

@@ -7,12 +7,11 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from . import identity
 from .config import AntigravityUpstream
 from .health import ErrorClass, Verdict, classify, embedded_error, network_failure
-from .state import Quota
+from .models import Catalogue, read_catalogue
 from .transport import Transport, TransportError
 
 # force -> a live access token (force: a new one, even if the current one looks fresh)
@@ -198,41 +197,12 @@ def _default_tier(data: dict) -> str:
 
 async def fetch_available_models(
     client: Transport, upstream: AntigravityUpstream, token: TokenSource, project: str
-) -> dict[str, Quota]:
-    """Each model the account may use, with the fraction of its quota left and the reset time."""
+) -> Catalogue:
+    """Each model the account may use (quota left, reset time, limits) and the deprecated names."""
     try:
         data = await _call(client, upstream, "fetchAvailableModels", token, {"project": project})
     except GoogleError as e:
         if e.verdict.status != 403:
             raise
         data = await _call(client, upstream, "fetchAvailableModels", token, {})  # some accounts want no project
-    models = data.get("models")
-    quotas: dict[str, Quota] = {}
-    if isinstance(models, dict):
-        for name, info in models.items():
-            quota_info = info.get("quotaInfo") if isinstance(info, dict) else None
-            if not isinstance(quota_info, dict):
-                quotas[name] = Quota()
-                continue
-            reset_at = _timestamp(quota_info.get("resetTime"))
-            remaining = _float(quota_info.get("remainingFraction"))
-            if remaining is None and reset_at is not None:
-                remaining = 0.0  # an exhausted model is listed with its reset time only
-            quotas[name] = Quota(remaining=remaining, reset_at=reset_at)
-    return quotas
-
-
-def _float(value: object) -> float | None:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-
-
-def _timestamp(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    return read_catalogue(data)

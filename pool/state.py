@@ -30,8 +30,13 @@ class Cooldown(BaseModel):
 
 
 class Quota(BaseModel):
+    """One model of a Google account's catalogue: its quota, and what fetchAvailableModels says of it."""
+
     remaining: float | None = None  # fraction 0..1
     reset_at: float | None = None  # epoch seconds
+    display_name: str | None = None
+    max_tokens: int | None = None  # input limit
+    max_output_tokens: int | None = None
 
 
 class LastError(BaseModel):
@@ -52,6 +57,7 @@ class AccountState(BaseModel):
     email: str | None = None
     quota: dict[str, Quota] = Field(default_factory=dict)
     quota_fetched_at: float = 0.0
+    forwards: dict[str, str] = Field(default_factory=dict)  # deprecated model id -> its successor (Google)
     listed: list[str] = Field(default_factory=list)  # a key account's upstream model list
     cooldowns: dict[str, Cooldown] = Field(default_factory=dict)
     last_error: LastError | None = None

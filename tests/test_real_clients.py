@@ -9,8 +9,8 @@ Three gateways ("flavours"):
 - mapped:  one Google account; `[model_mapping]` sends claude-* and gpt-* to gemini-2.5-flash,
            and Gemini CLI asks for gemini-2.5-flash (as in its fixture). The main case.
 - builtin: one Google account, no mapping: the CLIs' own model names (claude-opus-4-8,
-           gpt-5-codex, gemini-3.1-pro-preview) go where the built-in table sends them, thinking
-           models with thought signatures included.
+           gpt-5-codex, gemini-3.1-pro-preview) resolve by family to the newest served model,
+           thinking models with thought signatures included.
 - keys:    API-key accounts of each CLI's own protocol (Anthropic, OpenAI, Gemini): same-protocol
            pass-through for Claude Code and Gemini CLI, Responses -> chat completions for Codex.
 
@@ -30,7 +30,6 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +56,8 @@ class Flavour:
     requested: dict[str, str]
     keys: bool  # API-key accounts (one per CLI protocol) instead of one Google account
 
-    def served(self, client: str) -> Callable[[str], bool]:
-        names = DEFAULT_KEY_MODELS[KEY_KIND[client]] if self.keys else DEFAULT_GOOGLE_MODELS
-        return lambda name: name in names
+    def served(self, client: str) -> mapping.Served:
+        return mapping.Served(DEFAULT_KEY_MODELS[KEY_KIND[client]] if self.keys else DEFAULT_GOOGLE_MODELS)
 
 
 FLAVOURS = {
@@ -127,7 +125,7 @@ def generations(sim, gateway: Gateway, client: str) -> list[dict[str, Any]]:
 def expect_upstream_calls(sim, gateway: Gateway, client: str, before: int, n: int) -> None:
     """`n` streamed generations, all answered 200, for the model the CLI's model name maps to."""
     flavour = gateway.flavour
-    want = mapping.resolve(flavour.requested[client], flavour.model_mapping, served=flavour.served(client))
+    want = mapping.resolve(flavour.requested[client], flavour.model_mapping, flavour.served(client))
     calls = [(e["model"], e["stream"], e["status"]) for e in generations(sim, gateway, client)[before:]]
     assert calls == [(want, True, 200)] * n, f"{calls}\n--- gateway log (tail)\n{gateway.log()[-6000:]}"
 

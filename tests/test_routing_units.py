@@ -114,15 +114,15 @@ def test_durations(text, seconds):
     assert health.parse_duration(text) == seconds
 
 
-def test_builtin_names_route_to_what_is_served():
-    served = {"gemini-2.5-flash", "gemini-2.5-pro", "claude-sonnet-4-5"}.__contains__
-    assert mapping.resolve("claude-opus-4-1", {}, served) == "gemini-2.5-pro"
+def test_client_names_route_by_family_to_what_is_served():
+    served = mapping.Served(["gemini-2.5-flash", "gemini-2.5-pro", "claude-sonnet-4-5"])
+    assert mapping.resolve("claude-opus-4-1", {}, served) == "claude-sonnet-4-5"  # no opus: the next family
     assert mapping.resolve("claude-sonnet-4-5-20250929", {}, served) == "claude-sonnet-4-5"
     assert mapping.resolve("gpt-5-codex", {}, served) == "gemini-2.5-pro"
     assert mapping.resolve("gemini-2.5-flash", {}, served) == "gemini-2.5-flash"  # served as asked
     assert mapping.resolve("gpt-5-codex", {"gpt-*": "claude-sonnet-4-5"}, served) == "claude-sonnet-4-5"  # config wins
     assert mapping.resolve("mystery", {}, served) == "mystery"
-    assert mapping.resolve("claude-x", {}, lambda _: False) == "claude-x"
+    assert mapping.resolve("claude-x", {}, mapping.Served()) == "claude-x"
 
 
 def test_readme_carries_the_error_table_from_the_code():
