@@ -32,7 +32,7 @@ from .session import session_key
 from .settings import Settings
 from .signatures import SignatureCache, model_family
 from .translate import canonical as c
-from .translate import openai_responses, passthrough, registry
+from .translate import cloudcode, openai_responses, passthrough, registry
 from .translate.assemble import Assembler
 from .translate.protocol import ModelInfo, StreamDecoder
 
@@ -229,16 +229,25 @@ class Gateway:
     def _encoder(self, route: routes.Route, body: dict[str, Any], request: c.Request) -> Callable[[str, str], dict[str, Any]]:
         """The request's body for each (dialect, upstream model) an account offers: the caller's
         own where the upstream speaks its protocol and takes its signatures, else a translation
-        without the signatures of another model family."""
+        without the signatures of another model family; for v1internal, then fitted to the model."""
 
         def encode(dialect: str, upstream_model: str) -> dict[str, Any]:
             family = model_family(upstream_model, dialect)
             if passthrough.is_native(route.protocol, dialect) and self.signatures.honoured(request, family):
-                return passthrough.request_body(route.protocol, dialect, body, upstream_model, stream=request.stream)
-            upstream_request = self.signatures.for_upstream(request, family)
-            return registry.DIALECTS[dialect].encode_request(upstream_request, upstream_model)
+                out = passthrough.request_body(route.protocol, dialect, body, upstream_model, stream=request.stream)
+            else:
+                upstream_request = self.signatures.for_upstream(request, family)
+                out = registry.DIALECTS[dialect].encode_request(upstream_request, upstream_model)
+            return self._for_cloudcode(out, upstream_model) if dialect == "antigravity" else out
 
         return encode
+
+    def _for_cloudcode(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        """A v1internal body as `model` takes it (Claude models there keep Anthropic's rules)."""
+        assert self.pool is not None
+        return cloudcode.prepare(
+            body, model, output_limit=self.pool.output_limit(model), signature_family=self.signatures.family
+        )
 
     @staticmethod
     def _forwarded(route: routes.Route, headers: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -394,7 +403,8 @@ class Gateway:
         def encode(dialect: str, upstream_model: str) -> dict[str, Any]:
             upstream: Any = registry.DIALECTS[dialect]
             encoder = getattr(upstream, "encode_count_request", upstream.encode_request)
-            return encoder(request, upstream_model)
+            out = encoder(request, upstream_model)
+            return self._for_cloudcode(out, upstream_model) if dialect == "antigravity" else out
 
         call = Call(model=model, operation="count_tokens", stream=False, encode=encode, kinds=COUNTS_TOKENS)
         total: int | None = None

@@ -150,6 +150,10 @@ class Pool:
             names.update(g for g in account.models if not any(ch in g for ch in "*?["))
         return sorted(names)
 
+    def output_limit(self, model: str) -> int | None:
+        """The most output tokens `model` may be asked for; None while no catalogue says."""
+        return None
+
     # --- choosing ------------------------------------------------------------------------------
     def select(
         self,
