@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mitmproxy import http
@@ -29,9 +30,9 @@ from .conversations import ResponseHistory
 from .relay import TOKEN_HEADER, Relay
 from .session import session_key
 from .settings import Settings
-from .signatures import SignatureCache
+from .signatures import SignatureCache, model_family
 from .translate import canonical as c
-from .translate import openai_responses, passthrough, registry
+from .translate import cloudcode, openai_responses, passthrough, registry
 from .translate.assemble import Assembler
 from .translate.protocol import ModelInfo, StreamDecoder
 
@@ -223,14 +224,8 @@ class Gateway:
         self.signatures.restore(request)
         model = await self._route_model(request.model)
         t.requested_model, t.stream = request.model, request.stream
-
-        def encode(dialect: str, upstream_model: str) -> dict[str, Any]:
-            if passthrough.is_native(route.protocol, dialect) and self.signatures.honoured(request, dialect):
-                return passthrough.request_body(route.protocol, dialect, body, upstream_model, stream=request.stream)
-            upstream_request = self.signatures.for_upstream(request, dialect)
-            return registry.DIALECTS[dialect].encode_request(upstream_request, upstream_model)
-
         session = session_key(headers, body, request)
+        encode = self._encoder(route, body, request)
         call = Call(
             model=model, operation="generate", stream=request.stream, encode=encode, session=session,
             forward=self._forwarded(route, headers),
@@ -239,6 +234,29 @@ class Gateway:
             await self._stream(flow, route, request, call, t)
         else:
             await self._whole(flow, route, request, call, t)
+
+    def _encoder(self, route: routes.Route, body: dict[str, Any], request: c.Request) -> Callable[[str, str], dict[str, Any]]:
+        """The request's body for each (dialect, upstream model) an account offers: the caller's
+        own where the upstream speaks its protocol and takes its signatures, else a translation
+        without the signatures of another model family; for v1internal, then fitted to the model."""
+
+        def encode(dialect: str, upstream_model: str) -> dict[str, Any]:
+            family = model_family(upstream_model, dialect)
+            if passthrough.is_native(route.protocol, dialect) and self.signatures.honoured(request, family):
+                out = passthrough.request_body(route.protocol, dialect, body, upstream_model, stream=request.stream)
+            else:
+                upstream_request = self.signatures.for_upstream(request, family)
+                out = registry.DIALECTS[dialect].encode_request(upstream_request, upstream_model)
+            return self._for_cloudcode(out, upstream_model) if dialect == "antigravity" else out
+
+        return encode
+
+    def _for_cloudcode(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        """A v1internal body as `model` takes it (Claude models there keep Anthropic's rules)."""
+        assert self.pool is not None
+        return cloudcode.prepare(
+            body, model, output_limit=self.pool.output_limit(model), signature_family=self.signatures.family
+        )
 
     @staticmethod
     def _forwarded(route: routes.Route, headers: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -262,7 +280,7 @@ class Gateway:
         answer, raw = read
         self.dispatcher.finish(exchange, session=call.session)
         answer.id, answer.model, answer.created = self._new_id(route), request.model, int(time.time())
-        self._remember(route, exchange.dialect, request, answer)
+        self._remember(route, exchange, request, answer)
         t.usage, t.status, t.outcome = answer.usage, 200, "ok"
         t.ended = time.monotonic()
         t.first_byte = t.ended - t.started
@@ -353,7 +371,7 @@ class Gateway:
             t.outcome = "ok" if finished else "client_closed"
             dispatcher.finish(exchange, session=call.session)
             if assembler.finished:
-                self._remember(route, exchange.dialect, request, assembler.response)
+                self._remember(route, exchange, request, assembler.response)
 
         def abandon() -> None:
             t.outcome, t.ended = "client_closed", time.monotonic()
@@ -377,9 +395,10 @@ class Gateway:
         options = {"sse": route.sse} if route.protocol == "gemini" else {}
         return streaming.Translated(caller.stream_encoder(request, response_id, request.model, int(time.time()), **options))
 
-    def _remember(self, route: routes.Route, dialect: str, request: c.Request, answer: c.Response) -> None:
-        """Keeps what the caller cannot carry to the next turn: signatures, Responses history."""
-        self.signatures.remember(answer.parts, dialect)
+    def _remember(self, route: routes.Route, exchange: Exchange, request: c.Request, answer: c.Response) -> None:
+        """Keeps what the caller cannot carry to the next turn: signatures (of the model's
+        family), Responses history."""
+        self.signatures.remember(answer.parts, model_family(exchange.model, exchange.dialect))
         if route.protocol == "openai_responses":
             self.history.put(answer.id, openai_responses.to_history(request, answer))
 
@@ -409,7 +428,8 @@ class Gateway:
         def encode(dialect: str, upstream_model: str) -> dict[str, Any]:
             upstream: Any = registry.DIALECTS[dialect]
             encoder = getattr(upstream, "encode_count_request", upstream.encode_request)
-            return encoder(request, upstream_model)
+            out = encoder(request, upstream_model)
+            return self._for_cloudcode(out, upstream_model) if dialect == "antigravity" else out
 
         call = Call(model=model, operation="count_tokens", stream=False, encode=encode, kinds=COUNTS_TOKENS)
         total: int | None = None

@@ -4,8 +4,12 @@ Gemini signs its thoughts and function calls and refuses a later turn whose call
 unsigned; Anthropic refuses thinking blocks signed by anyone else. Callers that speak OpenAI
 (or Anthropic, for a call's signature) cannot carry these, so the gateway keeps them here,
 bounded, keyed by tool call id or thought text, and puts them back on the next turn. Before a
-history goes to an upstream, signatures known to come from another family of upstream are
-removed (a thought becomes plain text) instead of sending what that upstream would reject.
+history goes to an upstream, signatures known to come from another model family are removed
+(a thought becomes plain text) instead of sending what that upstream would reject.
+
+A signature belongs to the family of the model that issued it, whatever the transport: Claude
+checks Claude's signatures whether it is reached with an Anthropic key or through Cloud Code,
+and a Gemini model behind Cloud Code signs like one reached with a Gemini key.
 """
 
 from __future__ import annotations
@@ -15,11 +19,25 @@ import binascii
 import copy
 import hashlib
 from collections import OrderedDict
+from typing import Final
 
 from .translate import canonical as c
 
-# Upstream dialect -> whose signatures it accepts.
-FAMILIES: dict[str, str] = {"antigravity": "google", "gemini": "google", "anthropic": "anthropic", "openai": "openai"}
+# Upstream dialect -> the family whose signatures its models issue. Cloud Code serves several
+# families: there the model's name tells (MODEL_FAMILIES, Gemini's otherwise).
+DIALECT_FAMILIES: Final[dict[str, str]] = {"anthropic": "claude", "gemini": "gemini", "openai": "openai"}
+MODEL_FAMILIES: Final[tuple[tuple[str, str], ...]] = (("gemini-", "gemini"), ("gpt-", "openai"))
+
+
+def model_family(model: str, dialect: str) -> str:
+    """Whose signatures `model`, reached through `dialect`, issues and accepts: Claude's for
+    claude-* on any transport and for whatever an Anthropic-compatible key serves."""
+    name = model.removeprefix("models/")
+    if name.startswith("claude-"):
+        return "claude"
+    if dialect == "antigravity":
+        return next((family for prefix, family in MODEL_FAMILIES if name.startswith(prefix)), "gemini")
+    return DIALECT_FAMILIES.get(dialect, dialect)
 
 
 class _Bounded(OrderedDict[str, tuple[str, str]]):
@@ -55,9 +73,8 @@ class SignatureCache:
         self._by_thought = _Bounded(limit)  # hash of thought text -> (signature, family)
         self._origin = _Bounded(limit)  # signature -> (family, "")
 
-    def remember(self, parts: list[c.Part], dialect: str) -> None:
-        """Notes the signatures of an answer that came from `dialect`."""
-        family = FAMILIES.get(dialect, dialect)
+    def remember(self, parts: list[c.Part], family: str) -> None:
+        """Notes the signatures of an answer from a model of `family` (see `model_family`)."""
         for part in parts:
             signature = getattr(part, "signature", None)
             if not signature:
@@ -82,10 +99,15 @@ class SignatureCache:
                     if (known := self._by_thought.get(_thought_key(part.text))) is not None:
                         part.signature = known[0]
 
-    def for_upstream(self, request: c.Request, dialect: str) -> c.Request:
-        """The request as `dialect` can take it: foreign signatures removed. The same object
-        when there is nothing to remove, a copy otherwise (other accounts may need the original)."""
-        family = FAMILIES.get(dialect, dialect)
+    def family(self, signature: str) -> str | None:
+        """The family whose model issued `signature`, None when this gateway never saw it."""
+        origin = self._origin.get(_signature_key(signature))
+        return origin[0] if origin is not None else None
+
+    def for_upstream(self, request: c.Request, family: str) -> c.Request:
+        """The request as a model of `family` can take it: foreign signatures removed. The same
+        object when there is nothing to remove, a copy otherwise (other accounts may need the
+        original)."""
         if not any(self._foreign(part, family) for m in request.messages for part in m.parts):
             return request
         request = copy.deepcopy(request)
@@ -103,11 +125,10 @@ class SignatureCache:
             message.parts = kept or [c.Text(".")]
         return request
 
-    def honoured(self, request: c.Request, dialect: str) -> bool:
-        """Whether the request's signatures can go to `dialect` as the caller sent them: none
-        foreign, and (for Google) the first call of every model turn signed, as Gemini 3 demands.
-        Otherwise the request is translated, which repairs what it can."""
-        family = FAMILIES.get(dialect, dialect)
+    def honoured(self, request: c.Request, family: str) -> bool:
+        """Whether the request's signatures can go to a model of `family` as the caller sent
+        them: none foreign, and (for Gemini) the first call of every model turn signed, as
+        Gemini 3 demands. Otherwise the request is translated, which repairs what it can."""
         for message in request.messages:
             first_call = True
             for part in message.parts:
@@ -115,7 +136,7 @@ class SignatureCache:
                     return False
                 if isinstance(part, c.ToolCall) and message.role == "assistant" and first_call:
                     first_call = False
-                    if family == "google" and not part.signature:
+                    if family == "gemini" and not part.signature:
                         return False
         return True
 
@@ -123,5 +144,5 @@ class SignatureCache:
         signature = getattr(part, "signature", None)
         if not signature:
             return False
-        origin = self._origin.get(_signature_key(signature))
-        return origin is not None and origin[0] != family
+        origin = self.family(signature)
+        return origin is not None and origin != family

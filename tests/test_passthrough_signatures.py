@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from addons.conversations import ResponseHistory
-from addons.signatures import SignatureCache
+from addons.signatures import SignatureCache, model_family
 from addons.translate import canonical as c
 from addons.translate.passthrough import Passthrough, request_body, response_body
 
@@ -89,7 +89,7 @@ def _history(*parts: c.Part) -> c.Request:
 
 def test_signatures_come_back_for_callers_that_cannot_carry_them():
     cache = SignatureCache()
-    cache.remember([c.Thinking("pondering", "sig-think"), c.ToolCall("call_1", "f", {}, "sig-call")], "antigravity")
+    cache.remember([c.Thinking("pondering", "sig-think"), c.ToolCall("call_1", "f", {}, "sig-call")], "gemini")
     request = _history(c.Thinking("pondering"), c.ToolCall("call_1", "f", {}))
     cache.restore(request)
     thinking, call = request.messages[1].parts
@@ -100,15 +100,15 @@ def test_foreign_signatures_degrade_for_another_upstream():
     cache = SignatureCache()
     cache.remember([c.Thinking("pondering", "g-sig"), c.ToolCall("call_1", "f", {}, "g-call")], "gemini")
     request = _history(c.Thinking("pondering", "g-sig"), c.ToolCall("call_1", "f", {}, "g-call"))
-    same = cache.for_upstream(request, "antigravity")
-    assert same is request  # nothing foreign for another Google upstream
-    other = cache.for_upstream(request, "anthropic")
+    same = cache.for_upstream(request, "gemini")
+    assert same is request  # nothing foreign for another Gemini model
+    other = cache.for_upstream(request, "claude")
     assert other is not request
     text, call = other.messages[1].parts
     assert text == c.Text("pondering") and call.signature is None
     assert request.messages[1].parts[1].signature == "g-call"  # the original stays for other accounts
     unknown = _history(c.Thinking("t", "someone-elses"))
-    assert cache.for_upstream(unknown, "anthropic") is unknown  # unknown origin: left alone
+    assert cache.for_upstream(unknown, "claude") is unknown  # unknown origin: left alone
 
 
 def test_cache_is_bounded():
@@ -132,17 +132,48 @@ def test_history_store_is_bounded_by_size():
 def test_signatures_match_in_either_base64_alphabet():
     cache = SignatureCache()
     standard = "ab+/cd=="  # as Google sent it
-    cache.remember([c.Thinking("t", standard)], "antigravity")
+    cache.remember([c.Thinking("t", standard)], "gemini")
     urlsafe = _history(c.Thinking("t", "ab-_cd"))  # as google-genai sends it back
-    assert not cache.honoured(urlsafe, "anthropic")
-    assert cache.for_upstream(urlsafe, "anthropic").messages[1].parts == [c.Text("t")]
+    assert cache.family("ab-_cd") == "gemini"
+    assert not cache.honoured(urlsafe, "claude")
+    assert cache.for_upstream(urlsafe, "claude").messages[1].parts == [c.Text("t")]
 
 
-def test_unsigned_calls_are_not_passed_through_to_google():
+def test_unsigned_calls_are_not_passed_through_to_gemini():
     cache = SignatureCache()
-    assert not cache.honoured(_history(c.ToolCall("call_1", "f", {})), "antigravity")
-    assert cache.honoured(_history(c.ToolCall("call_1", "f", {})), "anthropic")
+    assert not cache.honoured(_history(c.ToolCall("call_1", "f", {})), "gemini")
+    assert cache.honoured(_history(c.ToolCall("call_1", "f", {})), "claude")  # Claude behind v1internal too
     assert cache.honoured(_history(c.ToolCall("call_1", "f", {}, "sig"), c.ToolCall("call_2", "g", {})), "gemini")
+
+
+def test_a_signature_belongs_to_the_model_family_not_the_transport():
+    assert model_family("claude-opus-4-6-thinking", "antigravity") == "claude"
+    assert model_family("claude-sonnet-4-6", "anthropic") == "claude"
+    assert model_family("claude-sonnet-4-6", "openai") == "claude"  # an OpenAI-compatible key serving Claude
+    assert model_family("glm-4.6", "anthropic") == "claude"  # an Anthropic key: whatever it names its models
+    assert model_family("gemini-3-pro-preview", "anthropic") == "claude"
+    assert model_family("gemini-2.5-flash", "openai") == "openai"  # an OpenAI-compatible key: its own
+    assert model_family("gemini-3.1-pro-high", "antigravity") == "gemini"
+    assert model_family("models/gemini-2.5-flash", "gemini") == "gemini"
+    assert model_family("gpt-oss-120b-medium", "antigravity") == "openai"
+    assert model_family("deepseek-chat", "openai") == "openai"
+    cache = SignatureCache()
+    claude_via_google = model_family("claude-opus-4-6-thinking", "antigravity")
+    cache.remember([c.Thinking("plan", "c-sig"), c.ToolCall("toolu_1", "f", {}, "c-call")], claude_via_google)
+    cache.remember([c.Thinking("idea", "g-sig")], model_family("gemini-3-flash", "antigravity"))
+    assert (cache.family("c-sig"), cache.family("c-call"), cache.family("g-sig"), cache.family("new")) == (
+        "claude", "claude", "gemini", None,
+    )
+    request = _history(c.Thinking("plan", "c-sig"), c.ToolCall("toolu_1", "f", {}, "c-call"))
+    # The same Claude signatures are at home with an Anthropic key, foreign to Gemini on the same transport.
+    assert cache.honoured(request, model_family("claude-sonnet-4-6", "anthropic"))
+    assert cache.for_upstream(request, "claude") is request
+    assert not cache.honoured(request, model_family("gemini-3-flash", "antigravity"))
+    degraded = cache.for_upstream(request, "gemini")
+    assert degraded.messages[1].parts == [c.Text("plan"), c.ToolCall("toolu_1", "f", {}, None)]
+    mixed = _history(c.Thinking("idea", "g-sig"), c.ToolCall("toolu_1", "f", {}, "c-call"))
+    assert not cache.honoured(mixed, "claude") and not cache.honoured(mixed, "gemini")
+    assert cache.for_upstream(mixed, "claude").messages[1].parts == [c.Text("idea"), c.ToolCall("toolu_1", "f", {}, "c-call")]
 
 
 def test_anthropic_thinking_dropped_when_history_lost_its_thinking_blocks():

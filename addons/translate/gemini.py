@@ -8,8 +8,9 @@
   events come wrapped in `{"response": ...}`. Both dialects share one decoder.
 
 Call ids: Gemini often sends function calls without an id. Ids this module makes up look like
-`call_<24 hex>` and are never sent to a Gemini upstream, which pairs calls and responses by
-name and order; ids that came from an upstream are kept so every protocol can pair them.
+`call_<24 hex>` and are never sent to a Gemini model, which pairs calls and responses by name
+and order; ids that came from an upstream are kept so every protocol can pair them. Claude
+models behind v1internal pair by id, so they get every id.
 
 Thought signatures: on the way out to a caller a thinking block's signature moves to the next
 non-thought part, where Gemini itself puts it, because clients (Gemini CLI) drop thought parts
@@ -23,6 +24,7 @@ import json
 import os
 import re
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Final
 
 from . import canonical as c
@@ -36,6 +38,7 @@ __all__ = [
     "GeminiDialect",
     "GeminiStreamDecoder",
     "GeminiStreamEncoder",
+    "SchemaSubset",
     "antigravity",
     "caller",
     "clean_schema",
@@ -718,10 +721,10 @@ class GeminiCaller:
 
 # --- schema cleaning ---------------------------------------------------------------------------
 
-# What Gemini's Schema (an OpenAPI 3.0 subset) takes as is. `type`, `enum`, `format`, `items`,
-# `properties`, `required`, `anyOf` and `nullable` are rebuilt; everything else is dropped.
-_SCHEMA_COPY: Final = (
-    "description",
+# `type`, `enum`, `format`, `items`, `properties`, `required`, `anyOf`, `nullable` and
+# `description` are rebuilt; these constraints are copied where the upstream takes them and
+# otherwise, like the dropped keywords after them, told to the model in the description.
+_SCHEMA_CONSTRAINTS: Final = (
     "minItems",
     "maxItems",
     "minimum",
@@ -732,26 +735,37 @@ _SCHEMA_COPY: Final = (
     "minProperties",
     "maxProperties",
 )
-# Dropped keywords whose meaning the model should still see: they go into the description.
 _SCHEMA_HINTS: Final = ("default", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
-_SCHEMA_FORMATS: Final = frozenset({"enum", "date-time"})
 _SCHEMA_TYPES: Final = frozenset({"string", "number", "integer", "boolean", "array", "object"})
 _LOCAL_REFS: Final = ("#/$defs/", "#/definitions/")
 _LITERAL_KEYS: Final = frozenset({"type", "enum", "description"})
 
 
-def clean_schema(schema: Any) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class SchemaSubset:
+    """What an upstream's schema dialect takes beyond the structure `clean_schema` rebuilds."""
+
+    constraints: frozenset[str]  # of _SCHEMA_CONSTRAINTS, copied as they are
+    formats: frozenset[str]  # `format` values kept on strings
+
+
+# Gemini's Schema, an OpenAPI 3.0 subset.
+GEMINI_SCHEMA: Final = SchemaSubset(frozenset(_SCHEMA_CONSTRAINTS), frozenset({"enum", "date-time"}))
+
+
+def clean_schema(schema: Any, subset: SchemaSubset = GEMINI_SCHEMA) -> dict[str, Any]:
     """A JSON schema rewritten to the subset Gemini accepts, the best-known source of 400s when
     tools written for other models reach it: no `$schema`/`$ref`/`additionalProperties`/`const`,
     no type arrays, every node typed, `required` naming only known properties, enums of strings,
     no empty `properties`. Local `$ref`s are inlined (a recursive one becomes a plain object).
-    Builds new dicts; the input is left as it was."""
+    Constraints outside `subset` become hints in the description. Builds new dicts; the input is
+    left as it was."""
     defs: dict[str, Any] = {}
     if isinstance(schema, dict):
         for key in ("definitions", "$defs"):
             if isinstance(schema.get(key), dict):
                 defs.update(schema[key])
-    return _clean(schema, defs, frozenset())
+    return _clean(schema, defs, frozenset(), subset)
 
 
 def _deref(
@@ -799,7 +813,7 @@ def _literal_union(options: list[dict[str, Any]]) -> list[str] | None:
     return list(dict.fromkeys(values))
 
 
-def _clean(node: Any, defs: dict[str, Any], seen: frozenset[str]) -> dict[str, Any]:
+def _clean(node: Any, defs: dict[str, Any], seen: frozenset[str], subset: SchemaSubset) -> dict[str, Any]:
     if not isinstance(node, dict):
         return {"type": "string"}  # `true` or garbage: anything goes, and text is the safest
     resolved, seen = _deref(node, defs, seen)
@@ -825,7 +839,7 @@ def _clean(node: Any, defs: dict[str, Any], seen: frozenset[str]) -> dict[str, A
     elif kind == "null":
         kind, nullable = None, True
     if isinstance(variants, list):
-        options = [_clean(option, defs, seen) for option in variants if not _is_null(option)]
+        options = [_clean(option, defs, seen, subset) for option in variants if not _is_null(option)]
         nullable = nullable or len(options) < len(variants)
         if (literals := _literal_union(options)) is not None and options:
             kind, out["enum"] = "string", literals
@@ -843,7 +857,7 @@ def _clean(node: Any, defs: dict[str, Any], seen: frozenset[str]) -> dict[str, A
             hints.append("one of: " + ", ".join(_dumps(value) for value in enum))
     properties = node.get("properties")
     if isinstance(properties, dict) and properties:
-        out["properties"] = {name: _clean(schema, defs, seen) for name, schema in properties.items()}
+        out["properties"] = {name: _clean(schema, defs, seen, subset) for name, schema in properties.items()}
         kind = kind or "object"
         required = node.get("required")
         required = [name for name in required if name in out["properties"]] if isinstance(required, list) else None
@@ -853,7 +867,7 @@ def _clean(node: Any, defs: dict[str, Any], seen: frozenset[str]) -> dict[str, A
     if isinstance(items, list):  # tuple form: the first item's schema stands for all
         items = items[0] if items else None
     if kind == "array" or items is not None:
-        out["items"] = _clean(items, defs, seen) if items is not None else {"type": "string"}
+        out["items"] = _clean(items, defs, seen, subset) if items is not None else {"type": "string"}
         kind = kind or "array"
     if isinstance(kind, str) and kind.lower() in _SCHEMA_TYPES:
         out["type"] = kind.lower()
@@ -861,16 +875,22 @@ def _clean(node: Any, defs: dict[str, Any], seen: frozenset[str]) -> dict[str, A
         out["type"] = "string"  # Gemini wants every node typed; an untyped value travels as text
     if out.get("type") != "array":
         out.pop("items", None)
-    for key in _SCHEMA_COPY:
-        if key in node:
+    if "description" in node:
+        out["description"] = node["description"]
+    for key in _SCHEMA_CONSTRAINTS:
+        if key in node and key in subset.constraints:
             out[key] = node[key]
     fmt = node.get("format")
     if isinstance(fmt, str):
-        if fmt in _SCHEMA_FORMATS and out.get("type") == "string":
+        if fmt in subset.formats and out.get("type") == "string":
             out["format"] = fmt
         else:
             hints.append(f"format: {fmt}")
-    hints.extend(f"{key}: {_dumps(node[key])}" for key in _SCHEMA_HINTS if key in node)
+    hints.extend(
+        f"{key}: {_dumps(node[key])}"
+        for key in (*_SCHEMA_CONSTRAINTS, *_SCHEMA_HINTS)
+        if key in node and key not in subset.constraints
+    )
     if hints:
         description = out.get("description")
         hint = "; ".join(hints)
@@ -883,9 +903,16 @@ def _clean(node: Any, defs: dict[str, Any], seen: frozenset[str]) -> dict[str, A
 # --- writing upstream bodies -------------------------------------------------------------------
 
 
-def _gemini_id(call_id: str) -> str | None:
-    """The id to send Gemini: none for the ids this module made up."""
-    return None if not call_id or _SYNTHETIC_ID.fullmatch(call_id) else call_id
+def _gemini_id(call_id: str, pairs_by_id: bool) -> str | None:
+    """The id to send: none for the ids this module made up, unless the model pairs calls and
+    responses by id (Claude behind v1internal refuses a call without one)."""
+    if not call_id or (_SYNTHETIC_ID.fullmatch(call_id) and not pairs_by_id):
+        return None
+    return call_id
+
+
+def _pairs_by_id(model: str) -> bool:
+    return model.removeprefix("models/").startswith("claude-")
 
 
 def _tool_response(result: c.ToolResult) -> dict[str, Any]:
@@ -904,7 +931,7 @@ def _tool_response(result: c.ToolResult) -> dict[str, Any]:
     return {"result": text}
 
 
-def _upstream_parts(message: c.Message, names: dict[str, str]) -> list[dict[str, Any]]:
+def _upstream_parts(message: c.Message, names: dict[str, str], by_id: bool) -> list[dict[str, Any]]:
     """Never an empty text part (Gemini refuses it) nor a part with two data fields."""
     parts: list[dict[str, Any]] = []
     for part in message.parts:
@@ -915,10 +942,10 @@ def _upstream_parts(message: c.Message, names: dict[str, str]) -> list[dict[str,
                 parts.append(_signed({"text": text, "thought": True}, signature))
             case c.ToolCall(id=call_id, name=name, arguments=args, signature=signature):
                 names[call_id] = name
-                parts.append(_signed(_call_part(name, args, _gemini_id(call_id)), signature))
+                parts.append(_signed(_call_part(name, args, _gemini_id(call_id, by_id)), signature))
             case c.ToolResult(call_id=call_id, name=name):
                 response: dict[str, Any] = {"name": name or names.get(call_id) or "tool"}
-                if gemini_id := _gemini_id(call_id):
+                if gemini_id := _gemini_id(call_id, by_id):
                     response["id"] = gemini_id
                 response["response"] = _tool_response(part)
                 parts.append({"functionResponse": response})
@@ -932,8 +959,9 @@ def _upstream_contents(messages: list[c.Message], model: str) -> list[dict[str, 
     """Gemini wants strictly alternating user/model contents that start with a user turn."""
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # call id -> function name, for results that carry only the id
+    by_id = _pairs_by_id(model)
     for message in messages:
-        parts = _upstream_parts(message, names)
+        parts = _upstream_parts(message, names, by_id)
         if not parts:
             continue
         role = "model" if message.role == "assistant" else "user"
