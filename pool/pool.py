@@ -201,10 +201,6 @@ class Pool:
     def model_names(self) -> dict[str, str | None]:
         return {name: listing.display_name for name, listing in self.catalogue().items()}
 
-    def output_limit(self, model: str) -> int | None:
-        """The most output tokens `model` may be asked for; None while no catalogue says."""
-        return None
-
     # --- choosing ------------------------------------------------------------------------------
     def select(
         self,
