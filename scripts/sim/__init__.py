@@ -1,0 +1,3 @@
+"""Switchyard's simulated upstream, one module per upstream it impersonates (oauth, cloudcode,
+gemini_api, openai_api, anthropic_api) plus the shared parts; scripts/simupstream.py is its
+entry point and manual."""

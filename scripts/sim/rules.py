@@ -1,0 +1,110 @@
+"""Misbehaviour on request (`behave`): which requests a rule matches and what it does to them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .core import Ctx, Reply
+from .errors import ERRORS, Fail
+
+ACTIONS = {str(s) for s in ERRORS if s != 413} | {"stall", "drop", "garbage", "slow"}
+MATCH_KEYS = {"account", "model", "endpoint", "path", "kind"}
+RULE_PARAMS: dict[str, tuple[type, ...]] = {  # behave() parameters and the JSON types they take
+    "reason": (str,), "message": (str,), "retry_delay": (str,), "retry_after": (int, float, str),
+    "quota_reset_delay": (str,), "quota_reset_timestamp": (str,), "validation_url": (str,),
+    "seconds": (int, float), "after_events": (int,), "chunk_delay": (int, float),
+}
+
+
+@dataclass(slots=True)
+class Rule:
+    id: int
+    match: dict[str, str]
+    action: str
+    times: int | None
+    params: dict[str, Any]
+    hits: int = 0
+
+    def matches(self, ctx: Ctx) -> bool:
+        m = self.match
+        if m.get("kind", ctx.kind) != ctx.kind or (ctx.kind == "oauth" and "kind" not in m):
+            return False
+        if ctx.meta and "endpoint" not in m and "path" not in m:
+            return False
+        if "account" in m and (ctx.who is None or m["account"] not in ctx.who.ids):
+            return False
+        if "model" in m and m["model"] != ctx.model:
+            return False
+        if "endpoint" in m and not ctx.path.startswith(m["endpoint"]):
+            return False
+        return "path" not in m or m["path"] in ctx.path
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "match": self.match, "action": self.action, "times": self.times,
+                "hits": self.hits, "params": self.params}
+
+
+def check_rule(action: str, match: dict[str, str], times: int | None, params: dict[str, Any]) -> None:
+    """Refuses a rule the sim could not apply (ValueError, shown to the caller as a 400)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; one of {', '.join(sorted(ACTIONS))}")
+    if unknown := set(match) - MATCH_KEYS:
+        raise ValueError(f"unknown match keys {sorted(unknown)}; allowed {sorted(MATCH_KEYS)}")
+    if times is not None and (not isinstance(times, int) or times < 1):
+        raise ValueError("times must be a positive integer or null")
+    for name, value in params.items():
+        if name not in RULE_PARAMS:
+            raise ValueError(f"unknown parameter {name!r}; allowed {sorted(RULE_PARAMS)}")
+        if value is not None and (not isinstance(value, RULE_PARAMS[name]) or isinstance(value, bool)):
+            raise ValueError(f"parameter {name!r} has the wrong type")
+
+
+def apply(rule: Rule, ctx: Ctx, make: Callable[[], Reply]) -> Reply:
+    """The answer `rule` makes of this request; `make` gives the honest one."""
+    rule.hits += 1
+    if rule.times is not None:
+        rule.times -= 1
+    ctx.action, p = rule.action, rule.params
+    if rule.action.isdigit():
+        raise rule_fail(int(rule.action), p, ctx)
+    if rule.action == "garbage":
+        return garbage(ctx.stream)
+    if rule.action == "stall" and p.get("seconds") is None:
+        return Reply(0, stall=math.inf)
+    if rule.action == "drop" and not ctx.stream:
+        return Reply(0, drop_after=0)
+    reply = make()
+    if rule.action == "stall":
+        reply.stall = float(p["seconds"])
+    elif rule.action == "slow":
+        reply.chunk_delay = float(p.get("chunk_delay", 0.1))
+    elif rule.action == "drop":
+        reply.drop_after = int(p.get("after_events", 1)) if reply.events is not None else 0
+    return reply
+
+
+def rule_fail(status: int, p: dict[str, Any], ctx: Ctx) -> Fail:
+    reason = p.get("reason") or ("RATE_LIMIT_EXCEEDED" if status == 429 else None)
+    meta: dict[str, str] = {}
+    for param, key in (("quota_reset_delay", "quotaResetDelay"), ("quota_reset_timestamp", "quotaResetTimeStamp"),
+                       ("validation_url", "validation_url")):
+        if p.get(param):
+            meta[key] = str(p[param])
+    if reason and ctx.model:
+        meta.setdefault("model", ctx.model)
+    message = p.get("message")
+    if message is None and status == 429 and p.get("quota_reset_delay"):
+        message = ("You have exhausted your capacity on this model. Your quota will reset after"
+                   f" {p['quota_reset_delay']}.")
+    return Fail(status, message, reason=reason, metadata=meta, retry_delay=p.get("retry_delay"),
+                retry_after=None if p.get("retry_after") is None else str(p["retry_after"]))
+
+
+def garbage(stream: bool) -> Reply:
+    """A 200 that no client can parse: broken JSON, or a stream that is not SSE."""
+    if stream:
+        return Reply(200, ctype="text/event-stream", events=[b"<html>\x00 not an event {{{\n", b"data: {\"respo\n\n"])
+    return Reply(200, b'{"response": {"candidates": [<<garbage>>')
