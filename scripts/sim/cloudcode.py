@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .core import Ctx, Reply, Req, json_reply
-from .errors import Fail, bad
+from .refusals import refuse
 from .gemini_body import check_signatures, gemini_conversation, gemini_docs, gemini_reply
 from .oauth import google_auth
 from .util import IMAGE_TOKENS, duration, estimate_tokens, iso, parse_iso, thinking_model
@@ -27,7 +27,7 @@ def handle(state: SimState, req: Req, ctx: Ctx) -> Reply:
     m = V1INTERNAL_RE.match(req.path)
     method = m["method"] if m else ""
     if req.method != "POST" or method not in METHODS:
-        raise Fail(404, f"Method not found: v1internal:{method}")
+        raise refuse("v1_method_not_found", method=method)
     acct = google_auth(state, req)
     ctx.who = acct.who
     body = req.json_object()
@@ -39,7 +39,7 @@ def load(state: SimState, req: Req, ctx: Ctx, acct: GoogleAccount, body: Body, m
 
     def make() -> Reply:
         if not isinstance(body.get("metadata"), dict):
-            raise bad("Invalid request: metadata is required (e.g. {\"ideType\": \"ANTIGRAVITY\"}).")
+            raise refuse("metadata_required")
         tier = {"id": "standard-tier", "name": "Gemini Code Assist", "userDefinedCloudaicompanionProject": True}
         if method == "onboardUser":
             return json_reply({"done": True, "response": {"cloudaicompanionProject": {"id": acct.project}}})
@@ -66,9 +66,9 @@ def models(state: SimState, req: Req, ctx: Ctx, acct: GoogleAccount, body: Body,
 def check_project(acct: GoogleAccount, body: Body) -> None:
     project = body.get("project")
     if not project:
-        raise bad("Invalid request: 'project' is required.")
+        raise refuse("project_required")
     if project != acct.project:
-        raise bad(f"Invalid request: project {project!r} is not this account's Cloud Code project.")
+        raise refuse("project_foreign", project=project)
 
 
 def refill(quota: dict[str, Any]) -> None:
@@ -85,9 +85,8 @@ def check_quota(acct: GoogleAccount, model: str) -> None:
     reset = parse_iso(quota.get("resetTime"))
     if quota.get("remainingFraction", 1.0) <= 0 and reset is not None:
         wait = (reset - datetime.now(UTC)).total_seconds()
-        raise Fail(429, f"You have exhausted your capacity on this model. Your quota will reset after"
-                   f" {duration(wait)}.", reason="QUOTA_EXHAUSTED", retry_delay=f"{max(wait, 0):.3f}s",
-                   metadata={"model": model, "quotaResetDelay": duration(wait), "quotaResetTimeStamp": iso(reset)})
+        raise refuse("quota_exhausted", delay=duration(wait), retry_delay=f"{max(wait, 0):.3f}s",
+                     metadata={"model": model, "quotaResetDelay": duration(wait), "quotaResetTimeStamp": iso(reset)})
 
 
 def generate(state: SimState, req: Req, ctx: Ctx, acct: GoogleAccount, body: Body, method: str) -> Reply:
@@ -98,13 +97,12 @@ def generate(state: SimState, req: Req, ctx: Ctx, acct: GoogleAccount, body: Bod
     def make() -> Reply:
         for key in ("project", "model", "request", "userAgent", "requestType", "requestId"):
             if not body.get(key):
-                raise bad(f"Invalid request: envelope field {key!r} is required"
-                          " (project, model, request, userAgent, requestType, requestId).")
+                raise refuse("envelope_field", field=key)
         check_project(acct, body)
         if model not in acct.models:
-            raise Fail(404, f"Requested entity was not found. Model {model} is not available to this account.")
+            raise refuse("model_not_found", model=model)
         if not isinstance(body["request"], dict):
-            raise bad("Invalid request: 'request' must be a GenerateContentRequest object.")
+            raise refuse("envelope_request")
         check_quota(acct, model)
         conv, turns = gemini_conversation(body["request"], "request")
         check_signatures(model, turns, state.issued["google"])
@@ -124,11 +122,11 @@ def count(state: SimState, req: Req, ctx: Ctx, acct: GoogleAccount, body: Body, 
 
     def make() -> Reply:
         if not isinstance(inner, dict):
-            raise bad('Invalid request: countTokens needs {"request": {"model": "models/<m>", "contents": [...]}}.')
+            raise refuse("count_request")
         if ctx.model is None:
-            raise bad("Invalid request: request.model is required (\"models/<m>\").")
+            raise refuse("count_model")
         if ctx.model not in acct.models:
-            raise Fail(404, f"Requested entity was not found. Model {ctx.model} is not available to this account.")
+            raise refuse("model_not_found", model=ctx.model)
         conv, _ = gemini_conversation(inner, "request")
         return json_reply({"totalTokens": estimate_tokens(conv.chars) + IMAGE_TOKENS * conv.image_count})
     return state.run(ctx, make)

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .errors import bad
+from .refusals import refuse
 from .util import JSON, dumps
 
 
@@ -22,9 +22,9 @@ class Req:
         try:
             obj = json.loads(self.body or b"null")
         except (ValueError, UnicodeDecodeError) as e:
-            raise bad(f"Invalid JSON payload received. {e}") from None
+            raise refuse("invalid_json", error=e) from None
         if not isinstance(obj, dict):
-            raise bad("Invalid JSON payload received. The body must be a JSON object.")
+            raise refuse("not_json_object")
         return obj
 
     def bearer(self) -> str | None:

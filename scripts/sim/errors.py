@@ -46,11 +46,13 @@ class Fail(Exception):
 
     def __init__(self, status: int, message: str | None = None, *, reason: str | None = None,
                  metadata: dict[str, str] | None = None, retry_delay: str | None = None,
-                 retry_after: str | None = None, param: str | None = None, code: str | None = None) -> None:
+                 retry_after: str | None = None, param: str | None = None, code: str | None = None,
+                 rpc: str | None = None, domain: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.reason = status, message, reason
         self.metadata = metadata or {}
         self.retry_delay, self.retry_after, self.param, self.code = retry_delay, retry_after, param, code
+        self.rpc, self.domain = rpc, domain  # Google RPC status and ErrorInfo domain, when not the usual ones
 
 
 def bad(message: str, **kw: Any) -> Fail:
@@ -72,13 +74,13 @@ def error_body(kind: str, f: Fail) -> JSON:
     details: list[JSON] = []
     if f.reason:
         info: dict[str, Any] = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": f.reason,
-                                "domain": ERROR_DOMAIN.get(kind, "googleapis.com")}
+                                "domain": f.domain or ERROR_DOMAIN.get(kind, "googleapis.com")}
         if f.metadata:
             info["metadata"] = f.metadata
         details.append(info)
     if f.retry_delay:
         details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f.retry_delay})
-    err: dict[str, Any] = {"code": f.status, "message": msg, "status": spec.google}
+    err: dict[str, Any] = {"code": f.status, "message": msg, "status": f.rpc or spec.google}
     if details:
         err["details"] = details
     return {"error": err}

@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .core import Ctx, Reply, Req, json_reply
-from .errors import Fail, bad
+from .refusals import refuse
 from .gemini_body import check_signatures, gemini_conversation, gemini_docs, gemini_reply
 from .util import IMAGE_TOKENS, estimate_tokens, thinking_model
 
@@ -21,7 +21,7 @@ FAMILY = "google"  # whose thought signatures a Gemini key issues and accepts
 def handle(state: SimState, req: Req, ctx: Ctx) -> Reply:
     m = GEMINI_PATH_RE.match(req.path)
     if m is None:
-        raise Fail(404, f"Method not found: {req.path}")
+        raise refuse("gemini_path_not_found", path=req.path)
     key = api_key(state, req)
     ctx.who = key.who
     model, method = m["model"], m["method"]
@@ -30,10 +30,9 @@ def handle(state: SimState, req: Req, ctx: Ctx) -> Reply:
         ctx.meta = True
         return state.run(ctx, lambda: models(key, model, req.query))
     if req.method != "POST" or method not in ("generateContent", "streamGenerateContent", "countTokens"):
-        raise Fail(404, f"Method not found: {req.method} {req.path}")
+        raise refuse("gemini_path_not_found", path=f"{req.method} {req.path}")
     if not key.knows(model):
-        raise Fail(404, f"models/{model} is not found for API version v1beta, or is not supported for"
-                   f" {method}. Call ListModels to see the list of available models and their supported methods.")
+        raise refuse("gemini_model_method", model=model, method=method)
     body = req.json_object()
     ctx.stream = method == "streamGenerateContent"
     if method == "countTokens":
@@ -52,12 +51,10 @@ def handle(state: SimState, req: Req, ctx: Ctx) -> Reply:
 def api_key(state: SimState, req: Req) -> ApiKey:
     given = req.headers.get("x-goog-api-key") or req.query.get("key")
     if not given:
-        raise Fail(403, "Method doesn't allow unregistered callers (callers without established identity). Please"
-                   " use API Key or other form of API consumer identity to call this API.")
+        raise refuse("api_key_missing")
     key = state.keys.get(given)
     if key is None or key.kind != "gemini":
-        raise bad("API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID",
-                  metadata={"service": "generativelanguage.googleapis.com"})
+        raise refuse("api_key_invalid")
     return key
 
 
@@ -72,7 +69,7 @@ def model_entry(name: str) -> dict[str, Any]:
 def models(key: ApiKey, model: str | None, query: dict[str, str]) -> Reply:
     if model is not None:
         if not key.knows(model):
-            raise Fail(404, f"models/{model} is not found for API version v1beta.")
+            raise refuse("gemini_model_not_found", model=model)
         return json_reply(model_entry(model))
     names = key.listed()
     size = max(1, min(int(query.get("pageSize") or 50), 1000))
@@ -85,7 +82,7 @@ def models(key: ApiKey, model: str | None, query: dict[str, str]) -> Reply:
 
 def count(body: dict[str, Any]) -> Reply:
     if "contents" in body and "generateContentRequest" in body:
-        raise bad("contents and generate_content_request cannot both be set.")
+        raise refuse("count_two_bodies")
     inner = body.get("generateContentRequest")
     if inner is None:
         inner = {"contents": body.get("contents")}

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .core import Answer, Conv, Reply, json_reply, sse_reply
-from .errors import bad
+from .refusals import refuse
 from .util import BYPASS_SIGNATURE, b64_size, camel, dumps, signature_key, split_text, validates_signatures
 
 FUNC_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
@@ -20,13 +20,13 @@ Turns = list[tuple[str, list[dict[str, Any]]]]  # (role, camelCased parts) per c
 def known_fields(obj: Any, known: frozenset[str], where: str) -> dict[str, Any]:
     """`obj` with proto-JSON (snake or camel) keys as camelCase; unknown keys fail like Google."""
     if not isinstance(obj, dict):
-        raise bad(f"Invalid value at '{where}': expected an object, got {json.dumps(obj)[:60]}")
+        raise refuse("not_an_object", where=where, value=json.dumps(obj)[:60])
     out = {}
     for k, v in obj.items():
         ck = camel(k)
         if ck not in known:
             at = f" at '{where}'" if where else ""
-            raise bad(f'Invalid JSON payload received. Unknown name "{k}"{at}: Cannot find field.')
+            raise refuse("unknown_field", name=k, at=at)
         out[ck] = v
     return out
 
@@ -71,11 +71,10 @@ def check_schema(schema: Any, where: str) -> None:
     s = known_fields(schema, SCHEMA_FIELDS, where)
     t = s.get("type")
     if t is not None and (not isinstance(t, str) or t.upper() not in SCHEMA_TYPES):
-        raise bad(f"Invalid value at '{where}.type' (type.googleapis.com/google.ai.generativelanguage.v1beta.Type),"
-                  f" {json.dumps(t)}")
+        raise refuse("schema_type", where=where, value=json.dumps(t))
     props = s.get("properties", {})
     if not isinstance(props, dict):
-        raise bad(f"Invalid value at '{where}.properties': expected an object")
+        raise refuse("schema_properties", where=where)
     for name, sub in props.items():
         check_schema(sub, f"{where}.properties[{name}].value")
     if "items" in s:
@@ -88,7 +87,7 @@ def gemini_tools(tools: Any, where: str) -> set[str]:
     if tools is None:
         return set()
     if not isinstance(tools, list):
-        raise bad(f"Invalid value at '{where}': expected a list")
+        raise refuse("not_a_list", where=where)
     names: set[str] = set()
     for i, tool in enumerate(tools):
         tw = f"{where}[{i}]"
@@ -98,11 +97,9 @@ def gemini_tools(tools: Any, where: str) -> set[str]:
             fd = known_fields(decl, FUNC_FIELDS, fw)
             name = fd.get("name")
             if not isinstance(name, str) or not FUNC_NAME_RE.fullmatch(name):
-                raise bad(f"* GenerateContentRequest.{fw}.name: Invalid function name. Must start with a letter or an"
-                          " underscore. Must be a-z, A-Z, 0-9, or contains underscores, dots, colons and dashes,"
-                          " with a maximum length of 64.")
+                raise refuse("function_name", where=fw)
             if "parameters" in fd and "parametersJsonSchema" in fd:
-                raise bad(f"* GenerateContentRequest.{fw}: parameters and parameters_json_schema cannot both be set.")
+                raise refuse("function_two_schemas", where=fw)
             for key in ("parameters", "response"):
                 if key in fd:
                     check_schema(fd[key], f"{fw}.{key}")
@@ -115,18 +112,17 @@ def gemini_part(part: Any, where: str) -> tuple[str, dict[str, Any], int]:
     p = known_fields(part, PART_FIELDS, where)
     data = [k for k in p if k in PART_DATA]
     if not data:
-        raise bad(f"* GenerateContentRequest.{where}.data: required oneof field 'data' must have one initialized field")
+        raise refuse("part_no_data", where=where)
     if len(data) > 1:
-        raise bad(f"Invalid value at '{where}': oneof field 'data' is already set. Cannot set '{data[1]}'")
+        raise refuse("part_two_data", where=where, field=data[1])
     kind = data[0]
     sig = p.get("thoughtSignature")
     if sig is not None and b64_size(sig) is None:
-        raise bad(f"Invalid value at '{where}.thought_signature' (TYPE_BYTES), Base64 decoding failed for"
-                  f" {json.dumps(sig)[:40]}")
+        raise refuse("signature_base64", where=where, value=json.dumps(sig)[:40])
     value = p[kind]
     if kind == "text":
         if not isinstance(value, str):
-            raise bad(f"Invalid value at '{where}.text' (TYPE_STRING), {json.dumps(value)[:40]}")
+            raise refuse("text_not_string", where=where, value=json.dumps(value)[:40])
         return kind, p, len(value)
     allowed = PART_SUBFIELDS.get(kind)
     if allowed is None:  # executableCode & co: shape not checked, but it must be an object
@@ -134,23 +130,22 @@ def gemini_part(part: Any, where: str) -> tuple[str, dict[str, Any], int]:
     sub = p[kind] = known_fields(value, allowed, f"{where}.{kind}")
     if kind == "inlineData":
         if not isinstance(sub.get("mimeType"), str) or "data" not in sub:
-            raise bad(f"* GenerateContentRequest.{where}.inline_data: mime_type and data are required")
+            raise refuse("inline_data_fields", where=where)
         if b64_size(sub["data"]) is None:
-            raise bad(f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed for"
-                      f" {json.dumps(str(sub['data'])[:20])}")
+            raise refuse("inline_data_base64", where=where, value=json.dumps(str(sub["data"])[:20]))
         return kind, p, 0
     if kind in ("functionCall", "functionResponse"):
         if not isinstance(sub.get("name"), str) or not sub["name"]:
-            raise bad(f"* GenerateContentRequest.{where}.{kind}.name: Name is required.")
+            raise refuse("function_part_name", where=where, kind=kind)
         payload = "args" if kind == "functionCall" else "response"
         if payload in sub and not isinstance(sub[payload], dict):
-            raise bad(f"Invalid value at '{where}.{kind}.{payload}' (type.googleapis.com/google.protobuf.Struct),"
-                      f" {json.dumps(sub[payload])[:40]}")
+            raise refuse("function_part_struct", where=where, kind=kind, field=payload,
+                         value=json.dumps(sub[payload])[:40])
         if kind == "functionResponse" and payload not in sub:
-            raise bad(f"* GenerateContentRequest.{where}.function_response.response: Response is required.")
+            raise refuse("function_response_payload", where=where)
         return kind, p, len(sub["name"]) + len(dumps(sub.get(payload, {})))
     if kind == "fileData" and not isinstance(sub.get("fileUri"), str):
-        raise bad(f"* GenerateContentRequest.{where}.file_data.file_uri: File uri is required.")
+        raise refuse("file_uri", where=where)
     return kind, p, 0
 
 
@@ -167,11 +162,11 @@ def gemini_conversation(body: Any, where: str = "") -> tuple[Conv, Turns]:
         sw = f"{at}system_instruction"
         sys_parts = known_fields(si, CONTENT_FIELDS, sw).get("parts")
         if not isinstance(sys_parts, list):
-            raise bad(f"* GenerateContentRequest.{sw}.parts: parts must be a list")
+            raise refuse("system_parts", where=sw)
         conv.add_turn(si, sum(gemini_part(p, f"{sw}.parts[{j}]")[2] for j, p in enumerate(sys_parts)))
     contents = req.get("contents")
     if not isinstance(contents, list) or not contents:
-        raise bad("* GenerateContentRequest.contents: contents is not specified")
+        raise refuse("no_contents")
     turns: Turns = []
     prev_role, prev_calls = "", []
     for i, raw in enumerate(contents):
@@ -179,15 +174,14 @@ def gemini_conversation(body: Any, where: str = "") -> tuple[Conv, Turns]:
         content = known_fields(raw, CONTENT_FIELDS, cw)
         role = content.get("role") or "user"
         if role not in ("user", "model"):
-            raise bad(f"Please use a valid role: user, model. (got {json.dumps(role)} at {cw}.role)")
+            raise refuse("bad_role", role=json.dumps(role), where=cw)
         if i == 0 and role != "user":
-            raise bad("Please ensure that multiturn requests start with a user turn. (contents[0] has role 'model')")
+            raise refuse("first_turn_model")
         if role == prev_role:
-            raise bad(f"Please ensure that multiturn requests alternate between user and model. ({cw} repeats role"
-                      f" '{role}')")
+            raise refuse("roles_repeat", where=cw, role=role)
         raw_parts = content.get("parts")
         if not isinstance(raw_parts, list) or not raw_parts:
-            raise bad(f"* GenerateContentRequest.{cw}.parts: contents.parts must not be empty.")
+            raise refuse("empty_parts", where=cw)
         parts, calls, responses, chars = [], [], [], 0
         for j, rp in enumerate(raw_parts):
             kind, p, n = gemini_part(rp, f"{cw}.parts[{j}]")
@@ -200,21 +194,17 @@ def gemini_conversation(body: Any, where: str = "") -> tuple[Conv, Turns]:
             elif kind == "inlineData":
                 conv.image_count += 1
         if calls and role != "model":
-            raise bad(f"Please ensure that function call parts are in model turns ({cw} is a user turn).")
+            raise refuse("call_in_user_turn", where=cw)
         if responses:
             if role != "user":
-                raise bad(f"Please ensure that function response parts are in user turns ({cw} is a model turn).")
+                raise refuse("response_in_model_turn", where=cw)
             if not prev_calls:
-                raise bad("Please ensure that function response turn comes immediately after a function call turn."
-                          f" ({cw})")
+                raise refuse("response_without_call", where=cw)
             unknown = [n for n in responses if n not in prev_calls]
             if unknown:
-                raise bad(f"Function response {unknown[0]!r} at {cw} answers no function call of the previous turn"
-                          f" (calls: {', '.join(prev_calls)}).")
+                raise refuse("response_unknown_name", name=unknown[0], where=cw, calls=", ".join(prev_calls))
             if len(responses) != len(prev_calls):
-                raise bad("Please ensure that the number of function response parts is equal to the number of function"
-                          f" call parts of the function call turn. ({cw}: {len(responses)} responses, "
-                          f"{len(prev_calls)} calls)")
+                raise refuse("response_count", where=cw, responses=len(responses), calls=len(prev_calls))
         conv.add_turn(raw, chars)
         turns.append((role, parts))
         prev_role, prev_calls = role, calls
@@ -251,15 +241,11 @@ def check_signatures(model: str, turns: Turns, issued: dict[bytes | str, None]) 
         for p in parts:
             sig = p.get("thoughtSignature")
             if sig not in (None, BYPASS_SIGNATURE) and signature_key(sig) not in issued:
-                raise bad("Corrupted thought signature.")
+                raise refuse("signature_corrupted")
             if "functionCall" in p and first_call:
                 first_call = False
                 if sig is None:
-                    raise bad("Function call is missing a thought_signature in functionCall parts. This is required"
-                              " for tools to work correctly, and missing thought_signature may lead to degraded"
-                              f" model performance. Additional data, function call `default_api:"
-                              f"{p['functionCall']['name']}` , position {pos + 1}. Please refer to"
-                              " https://ai.google.dev/gemini-api/docs/thought-signatures for more details.")
+                    raise refuse("signature_missing", name=p["functionCall"]["name"], position=pos + 1)
 
 
 # --------------------------------------------------------------------------- answers

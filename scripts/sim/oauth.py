@@ -12,15 +12,12 @@ from urllib.parse import parse_qsl
 
 from .core import Ctx, Reply, Req, json_reply
 from .errors import Fail, bad
+from .refusals import refuse
 
 if TYPE_CHECKING:
     from .state import GoogleAccount, SimState
 
 GOOGLE_SCOPES = "https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/userinfo.email"
-UNAUTHENTICATED_MSG = (
-    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
-    "valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
-)
 
 
 def handle(state: SimState, req: Req, ctx: Ctx) -> Reply:
@@ -91,8 +88,8 @@ def google_auth(state: SimState, req: Req) -> GoogleAccount:
     """The account behind the request's OAuth access token (401 as Google words it otherwise)."""
     token = req.bearer()
     if token is None:
-        raise Fail(401, UNAUTHENTICATED_MSG, reason="CREDENTIALS_MISSING")
+        raise refuse("credentials_missing")
     entry = state.tokens.get(token)
     if entry is None or entry[1] <= time.time():
-        raise Fail(401, UNAUTHENTICATED_MSG, reason="ACCESS_TOKEN_EXPIRED")
+        raise refuse("access_token_expired")
     return entry[0]
