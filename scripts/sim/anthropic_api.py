@@ -15,6 +15,8 @@ from .util import IMAGE_TOKENS, b64_size, dumps, estimate_tokens, signature_key,
 if TYPE_CHECKING:
     from .state import ApiKey, SimState
 
+FAMILY = "claude"  # whose thinking signatures an Anthropic key issues and accepts (Claude on Cloud Code's too)
+
 # --------------------------------------------------------------------------- Anthropic validation
 
 ANTHROPIC_BLOCKS = ("text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking",
@@ -245,13 +247,13 @@ def models(key: ApiKey, path: str) -> Reply:
                        "first_id": names[0] if names else None, "last_id": names[-1] if names else None})
 
 def count(state: SimState, key: ApiKey, body: dict[str, Any], beta: str) -> Reply:
-    conv = anthropic_conversation(body, state.issued["anthropic"], beta, need_max_tokens=False)
+    conv = anthropic_conversation(body, state.issued[FAMILY], beta, need_max_tokens=False)
     if not key.knows(body["model"]):
         raise Fail(404, f"model: {body['model']}")
     return json_reply({"input_tokens": estimate_tokens(conv.chars) + IMAGE_TOKENS * conv.image_count})
 
 def messages(state: SimState, key: ApiKey, body: dict[str, Any], beta: str, ctx: Ctx) -> Reply:
-    conv = anthropic_conversation(body, state.issued["anthropic"], beta)
+    conv = anthropic_conversation(body, state.issued[FAMILY], beta)
     model = body["model"]
     if not key.knows(model):
         raise Fail(404, f"model: {model}")
@@ -261,7 +263,7 @@ def messages(state: SimState, key: ApiKey, body: dict[str, Any], beta: str, ctx:
              "cache_read_input_tokens": cached, "output_tokens": ans.output + ans.thoughts}
     blocks: list[dict[str, Any]] = []
     if ans.thought:
-        blocks.append({"type": "thinking", "thinking": ans.thought, "signature": state.sign("anthropic")})
+        blocks.append({"type": "thinking", "thinking": ans.thought, "signature": state.sign(FAMILY)})
     if ans.call:
         blocks.append({"type": "tool_use", "id": "toolu_" + secrets.token_urlsafe(18), "name": ans.call[0],
                        "input": ans.call[1]})

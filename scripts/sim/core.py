@@ -71,6 +71,8 @@ class Ctx:
     stream: bool = False
     meta: bool = False  # housekeeping, not generation
     action: str | None = None
+    sse: bool = False  # a Google stream asked for as SSE (?alt=sse), not as a JSON array
+    session: str | None = None  # Cloud Code generation: request.sessionId
 
 
 @dataclass(slots=True)

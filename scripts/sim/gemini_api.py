@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .state import ApiKey, SimState
 
 GEMINI_PATH_RE = re.compile(r"^/v1(?:beta|alpha)?/models(?:/(?P<model>[^:/]+)(?::(?P<method>[A-Za-z]+))?)?$")
-FAMILY = "google"  # whose thought signatures a Gemini key issues and accepts
+FAMILY = "gemini"  # whose thought signatures a Gemini key issues and accepts
 
 
 def handle(state: SimState, req: Req, ctx: Ctx) -> Reply:
@@ -35,6 +35,7 @@ def handle(state: SimState, req: Req, ctx: Ctx) -> Reply:
         raise refuse("gemini_model_method", model=model, method=method)
     body = req.json_object()
     ctx.stream = method == "streamGenerateContent"
+    ctx.sse = req.query.get("alt") == "sse"
     if method == "countTokens":
         return state.run(ctx, lambda: count(body))
 

@@ -251,9 +251,14 @@ def check_signatures(model: str, turns: Turns, issued: dict[bytes | str, None]) 
 # --------------------------------------------------------------------------- answers
 
 
+def gemini_call_id() -> str:
+    return f"call-{secrets.token_hex(6)}"
+
+
 def gemini_docs(ans: Answer, model: str, stream: bool, sign_calls: bool, sign: Callable[[], str],
-                events: int) -> list[dict[str, Any]]:
-    """The answer as GenerateContentResponse documents: one, or one per stream event."""
+                events: int, call_id: Callable[[], str] = gemini_call_id) -> list[dict[str, Any]]:
+    """The answer as GenerateContentResponse documents: one, or one per stream event. `sign`
+    signs the thought (and, with `sign_calls`, the function call) for the model's family."""
     usage: dict[str, int] = {"promptTokenCount": ans.prompt, "candidatesTokenCount": ans.output,
                              "totalTokenCount": ans.prompt + ans.output + ans.thoughts}
     if ans.cached:
@@ -263,7 +268,7 @@ def gemini_docs(ans: Answer, model: str, stream: bool, sign_calls: bool, sign: C
     head = [{"text": ans.thought, "thought": True, "thoughtSignature": sign()}] if ans.thought else []
     if ans.call:
         part: dict[str, Any] = {"functionCall": {"name": ans.call[0], "args": ans.call[1],
-                                                 "id": f"call-{secrets.token_hex(6)}"}}
+                                                 "id": call_id()}}
         if sign_calls:
             part["thoughtSignature"] = sign()
         body = [[part]]

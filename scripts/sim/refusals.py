@@ -93,19 +93,56 @@ REFUSALS: dict[str, Refusal] = {
                                     "googleapis.com"),
     "v1_method_not_found": Refusal(404, "NOT_FOUND", None, "Method not found: v1internal:{method}"),
     "metadata_required": Refusal(*BAD, 'Invalid request: metadata is required (e.g. {{"ideType": "ANTIGRAVITY"}}).'),
-    "project_required": Refusal(*BAD, "Invalid request: 'project' is required."),
-    "project_foreign": Refusal(*BAD, "Invalid request: project {project!r} is not this account's Cloud Code"
-                                     " project."),
+    "client_outdated": Refusal(400, "FAILED_PRECONDITION", None, OUTDATED_TEXT),
+    "tier_unknown": Refusal(*BAD, "Invalid request: tier_id {tier!r} is not one of this account's allowed tiers"
+                                  " ({allowed})."),
+    "project_denied": Refusal(403, "PERMISSION_DENIED", "IAM_PERMISSION_DENIED",
+                              "Permission '{permission}' denied on resource '//cloudaicompanion.googleapis.com/"
+                              "projects/{project}/locations/global' (or it may not exist).",
+                              "cloudaicompanion.googleapis.com",
+                              {"permission": "{permission}", "resource": "projects/{project}/locations/global"}),
     "envelope_field": Refusal(*BAD, "Invalid request: envelope field {field!r} is required (project, model, request,"
                                     " userAgent, requestType, requestId)."),
     "envelope_request": Refusal(*BAD, "Invalid request: 'request' must be a GenerateContentRequest object."),
     "model_not_found": Refusal(404, "NOT_FOUND", None, "Requested entity was not found. Model {model} is not"
                                                        " available to this account."),
+    "max_output_tokens": Refusal(*BAD, "The requested maxOutputTokens {asked} exceeds the model limit {limit}"),
     "quota_exhausted": Refusal(429, "RESOURCE_EXHAUSTED", "QUOTA_EXHAUSTED", "You have exhausted your capacity on"
                                " this model. Your quota will reset after {delay}."),
     "count_request": Refusal(*BAD, 'Invalid request: countTokens needs {{"request": {{"model": "models/<m>",'
                                    ' "contents": [...]}}}}.'),
     "count_model": Refusal(*BAD, 'Invalid request: request.model is required ("models/<m>").'),
+    # ---- Cloud Code, Claude models: Anthropic's rules and wording, relayed
+    "claude_call_id": Refusal(*BAD, "{where}.tool_use.id: Field required"),
+    "claude_response_id": Refusal(*BAD, "{where}.tool_result.tool_use_id: Field required"),
+    "claude_response_unmatched": Refusal(*BAD, "{where}: unexpected `tool_use_id` found in `tool_result` blocks: {id}."
+                                               " Each `tool_result` block must have a corresponding `tool_use` block"
+                                               " in the previous message."),
+    "claude_schema_keyword": Refusal(*BAD, "{where}: JSON schema is invalid. It must match JSON Schema draft 2020-12"
+                                           " (https://json-schema.org/draft/2020-12). Learn more about tool use at"
+                                           " https://docs.claude.com/en/docs/tool-use. (`{keyword}` at {path} of"
+                                           " tool {tool!r} is not supported)"),
+    "claude_tool_mode": Refusal(*BAD, "Invalid value at 'request.tool_config.function_calling_config.mode': this model"
+                                      " calls functions only in mode VALIDATED (got {mode})."),
+    "claude_thinking_level": Refusal(*BAD, "thinking.enabled.budget_tokens: Field required (thinkingLevel {level!r} is"
+                                           " not supported for this model: give a thinkingBudget)"),
+    "claude_budget_auto": Refusal(*BAD, "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+                                        " (a thinkingBudget of -1, dynamic thinking, is not supported for this model)"),
+    "claude_budget_low": Refusal(*BAD, "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+                                       " (got {budget})"),
+    "claude_max_tokens": Refusal(*BAD, "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our"
+                                       " documentation at https://docs.claude.com/en/docs/build-with-claude/"
+                                       "extended-thinking#max-tokens-and-context-window-size"),
+    "claude_thinking_unsigned": Refusal(*BAD, "{where}.thinking.signature: Field required"),
+    "claude_thinking_signature": Refusal(*BAD, "{where}: Invalid `signature` in `thinking` block"),
+    "claude_foreign_signature": Refusal(*BAD, "{where}: Invalid `signature` in `thinking` block"),
+    "claude_open_loop": Refusal(*BAD, "messages.{index}.content.0.type: Expected `thinking` or `redacted_thinking`,"
+                                      " but found `{found}`. When `thinking` is enabled, a final `assistant` message"
+                                      " must start with a thinking block (preceeding the lastmost set of `tool_use`"
+                                      " and `tool_result` blocks). We recommend you include thinking blocks from"
+                                      " previous turns. To avoid this requirement, disable `thinking`. Please consult"
+                                      " our documentation at https://docs.claude.com/en/docs/build-with-claude/"
+                                      "extended-thinking"),
     # ---- Gemini API
     "api_key_missing": Refusal(403, "PERMISSION_DENIED", None, "Method doesn't allow unregistered callers (callers"
                                " without established identity). Please use API Key or other form of API consumer"

@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .core import Ctx, Reply
-from .errors import ERRORS, Fail
+from .errors import ERRORS, Fail, error_body
+from .util import dumps
 
-ACTIONS = {str(s) for s in ERRORS if s != 413} | {"stall", "drop", "garbage", "slow"}
+ACTIONS = {str(s) for s in ERRORS if s != 413} | {"stall", "drop", "garbage", "slow", "error200"}
 MATCH_KEYS = {"account", "model", "endpoint", "path", "kind"}
 RULE_PARAMS: dict[str, tuple[type, ...]] = {  # behave() parameters and the JSON types they take
     "reason": (str,), "message": (str,), "retry_delay": (str,), "retry_after": (int, float, str),
     "quota_reset_delay": (str,), "quota_reset_timestamp": (str,), "validation_url": (str,),
     "seconds": (int, float), "after_events": (int,), "chunk_delay": (int, float),
+    "rpc": (str,),  # the Google RPC status of the error (default: the usual one for its code)
+    "status": (int,),  # error200 only: the code of the error the 200 carries (default 400)
 }
 
 
@@ -60,6 +63,8 @@ def check_rule(action: str, match: dict[str, str], times: int | None, params: di
             raise ValueError(f"unknown parameter {name!r}; allowed {sorted(RULE_PARAMS)}")
         if value is not None and (not isinstance(value, RULE_PARAMS[name]) or isinstance(value, bool)):
             raise ValueError(f"parameter {name!r} has the wrong type")
+    if "status" in params and (action != "error200" or params["status"] not in ERRORS):
+        raise ValueError(f"parameter 'status' is for error200 only, one of {sorted(ERRORS)}")
 
 
 def apply(rule: Rule, ctx: Ctx, make: Callable[[], Reply]) -> Reply:
@@ -70,6 +75,8 @@ def apply(rule: Rule, ctx: Ctx, make: Callable[[], Reply]) -> Reply:
     ctx.action, p = rule.action, rule.params
     if rule.action.isdigit():
         raise rule_fail(int(rule.action), p, ctx)
+    if rule.action == "error200":
+        return error200(rule_fail(p.get("status") or 400, p, ctx), ctx)
     if rule.action == "garbage":
         return garbage(ctx.stream)
     if rule.action == "stall" and p.get("seconds") is None:
@@ -100,7 +107,21 @@ def rule_fail(status: int, p: dict[str, Any], ctx: Ctx) -> Fail:
         message = ("You have exhausted your capacity on this model. Your quota will reset after"
                    f" {p['quota_reset_delay']}.")
     return Fail(status, message, reason=reason, metadata=meta, retry_delay=p.get("retry_delay"),
-                retry_after=None if p.get("retry_after") is None else str(p["retry_after"]))
+                retry_after=None if p.get("retry_after") is None else str(p["retry_after"]), rpc=p.get("rpc"))
+
+
+def error200(f: Fail, ctx: Ctx) -> Reply:
+    """A 200 whose body, or first (and only) stream event, is the error in the upstream's dialect:
+    what a fallback host sometimes does (an outdated client, an overloaded one)."""
+    body = dumps(error_body(ctx.kind, f))
+    if not ctx.stream:
+        return Reply(200, body)
+    if ctx.kind == "anthropic":
+        return Reply(200, ctype="text/event-stream; charset=utf-8", events=[b"event: error\ndata: " + body + b"\n\n"])
+    if ctx.kind in ("google", "gemini") and not ctx.sse:
+        return Reply(200, events=[b"[" + body + b"\n]"])
+    end = b"\r\n\r\n" if ctx.kind in ("google", "gemini") else b"\n\n"
+    return Reply(200, ctype="text/event-stream; charset=utf-8", events=[b"data: " + body + end])
 
 
 def garbage(stream: bool) -> Reply:

@@ -21,7 +21,8 @@ from typing import Any
 
 from . import anthropic_api, cloudcode, control, gemini_api, oauth, openai_api
 from .core import Answer, Conv, Ctx, Reply, Req, Who
-from .defaults import DEFAULT_GOOGLE_MODELS, DEFAULT_KEY_MODELS, DEFAULT_SETTINGS
+from .catalogue import AccountModel, account_models, spec_for
+from .defaults import DEFAULT_KEY_MODELS, DEFAULT_SETTINGS, FAMILIES, SETTING_CHECKS
 from .errors import Fail, error_body
 from .rules import Rule, apply, check_rule
 from .util import CALL_RE, IMAGE_TOKENS, THINKING_TEXT, dumps, estimate_tokens, iso, mask, signature_key
@@ -31,9 +32,12 @@ from .util import CALL_RE, IMAGE_TOKENS, THINKING_TEXT, dumps, estimate_tokens, 
 class GoogleAccount:
     refresh_token: str
     email: str
-    project: str
+    project: str  # its project once onboarded
     access_token_ttl: int
-    models: dict[str, dict[str, Any]]
+    models: dict[str, AccountModel]  # its catalogue, internal models included
+    onboarded: bool = True
+    onboard_polls: int = 0  # onboardUser calls still to answer "not done"
+    tier: str = "free-tier"
     refresh_count: int = 0
     revoked: bool = False
 
@@ -78,29 +82,30 @@ class SimState:
             self.tokens: dict[str, tuple[GoogleAccount, float]] = {}  # access token -> (account, expiry)
             self.codes: dict[str, dict[str, Any]] = {}
             self.conf: dict[str, Any] = dict(DEFAULT_SETTINGS)
-            # Issued thought signatures by issuer, each an ordered set: Google refuses Anthropic's
-            # signatures and Anthropic Google's, as the real services do.
-            self.issued: dict[str, dict[bytes | str, None]] = {"google": {}, "anthropic": {}}
+            # Issued thought signatures by model family, each an ordered set: a signature belongs
+            # to the family that made it (claude, gemini, openai), wherever the model was served.
+            self.issued: dict[str, dict[bytes | str, None]] = {f: {} for f in FAMILIES}
             self._rules: list[Rule] = []
             self._log: deque[dict[str, Any]] = deque(maxlen=100_000)
             self._prefixes: set[bytes] = set()
             self._ids = itertools.count(1)
 
     def add_google_account(self, refresh_token: str, email: str | None = None, project: str | None = None,
-                           access_token_ttl: int = 3600,
-                           models: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Registers a Google OAuth account; a null project gets a generated one."""
+                           access_token_ttl: int = 3600, models: dict[str, dict[str, Any]] | None = None,
+                           onboarded: bool = True, onboard_polls: int = 0) -> dict[str, Any]:
+        """Registers a Google OAuth account; a null project gets a generated one. `models` replaces
+        today's catalogue (name -> optional remainingFraction, resetTime, maxOutputTokens,
+        displayName, maxTokens); the internal models are always listed. An account not
+        `onboarded` has no project until onboardUser is done, after `onboard_polls` "not done" answers."""
         if not isinstance(refresh_token, str) or not refresh_token:
             raise ValueError("refresh_token must be a non-empty string")
+        if not isinstance(onboard_polls, int) or onboard_polls < 0:
+            raise ValueError("onboard_polls must be a non-negative integer")
         with self._lock:
             n = next(self._ids)
-            reset = iso(datetime.now(UTC) + timedelta(hours=5))
-            quota = {m: {"remainingFraction": 1.0, "resetTime": reset} for m in DEFAULT_GOOGLE_MODELS}
-            if models is not None:
-                quota = {m: {"remainingFraction": float(q.get("remainingFraction", 1.0)),
-                             "resetTime": q.get("resetTime", reset)} for m, q in models.items()}
+            catalogue = account_models(models, iso(datetime.now(UTC) + timedelta(hours=5)))
             acct = GoogleAccount(refresh_token, email or f"user{n}@example.com", project or f"sim-project-{n}",
-                                 int(access_token_ttl), quota)
+                                 int(access_token_ttl), catalogue, bool(onboarded), onboard_polls)
             self.accounts[refresh_token] = acct
             return self._google_public(acct)
 
@@ -124,8 +129,10 @@ class SimState:
 
     def _google_public(self, a: GoogleAccount) -> dict[str, Any]:
         live = sum(1 for acct, exp in self.tokens.values() if acct is a and exp > time.time())
-        return {"email": a.email, "project": a.project, "access_token_ttl": a.access_token_ttl,
-                "refresh_count": a.refresh_count, "revoked": a.revoked, "live_tokens": live, "models": a.models}
+        return {"email": a.email, "project": a.project, "onboarded": a.onboarded, "onboard_polls": a.onboard_polls,
+                "tier": a.tier if a.onboarded else None, "access_token_ttl": a.access_token_ttl,
+                "refresh_count": a.refresh_count, "revoked": a.revoked, "live_tokens": live,
+                "models": {name: m.public() for name, m in a.models.items()}}
 
     def behave(self, action: str, match: dict[str, str] | None = None, times: int | None = None,
                **params: Any) -> int:
@@ -168,6 +175,8 @@ class SimState:
                     v = float(v)
                 if not isinstance(v, want) or (want in (int, float) and v < (1 if k == "events" else 0)):
                     raise ValueError(f"setting {k!r} needs a valid {want.__name__}")
+                if k in SETTING_CHECKS and not SETTING_CHECKS[k][0](v):
+                    raise ValueError(f"setting {k!r} must be {SETTING_CHECKS[k][1]}")
             self.conf.update(changes)
             return dict(self.conf)
 
@@ -194,10 +203,13 @@ class SimState:
 
     def set_quota(self, account: str, model: str, remainingFraction: float | None = None,
                   resetTime: str | None = None) -> dict[str, Any]:
-        """Sets a v1internal model's quota; at 0 with a future resetTime generation gets QUOTA_EXHAUSTED."""
+        """Sets a v1internal model's quota (a model the account lacks joins its catalogue); at 0
+        with a future resetTime generation gets QUOTA_EXHAUSTED."""
         with self._lock:
             acct = self._find_google(account)
-            q = acct.models.setdefault(model, {"remainingFraction": 1.0, "resetTime": iso(datetime.now(UTC))})
+            entry = acct.models.setdefault(model, AccountModel(spec_for(model), {
+                "remainingFraction": 1.0, "resetTime": iso(datetime.now(UTC))}))
+            q = entry.quota
             if remainingFraction is not None:
                 q["remainingFraction"] = float(remainingFraction)
             if resetTime is not None:
@@ -223,7 +235,8 @@ class SimState:
                 reply = control.handle(self, req)
                 if reply.status == 200 and req.path[len("/_sim/"):].strip("/").split("/")[0] not in ("log", "reset"):
                     self._log.append({"t": time.time(), "kind": "control", "account": None, "path": req.path,
-                                      "model": None, "stream": False, "status": reply.status, "action": None})
+                                      "model": None, "stream": False, "status": reply.status, "action": None,
+                                      "session": None})
                 return reply
             ctx = Ctx(classify(req), req.path)
             try:
@@ -241,7 +254,7 @@ class SimState:
             status = 0 if reply.drop_after == 0 or reply.stall == math.inf else reply.status
             self._log.append({"t": time.time(), "kind": ctx.kind, "account": ctx.who.label if ctx.who else None,
                               "path": ctx.path, "model": ctx.model, "stream": ctx.stream, "status": status,
-                              "action": ctx.action})
+                              "action": ctx.action, "session": ctx.session})
             return reply
 
     def run(self, ctx: Ctx, make: Callable[[], Reply]) -> Reply:

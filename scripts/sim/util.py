@@ -83,11 +83,12 @@ def duration(seconds: float) -> str:
 
 
 def thinking_model(model: str) -> bool:
-    return model.startswith(("gemini-2.5", "gemini-3")) or "thinking" in model
+    return model.startswith(("gemini-2.5", "gemini-3", "gemini-pro-agent")) or "thinking" in model
 
 
 def validates_signatures(model: str) -> bool:
-    return model.startswith("gemini-3") or "thinking" in model
+    """Gemini 3 models (and the agent alias of 3.1 Pro) check the signatures of function calls."""
+    return model.startswith(("gemini-3", "gemini-pro-agent")) or "thinking" in model
 
 
 def mask(key: str) -> str:
