@@ -35,6 +35,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(TOP / "scripts"))
 
 from demo import free_port, start_sim, stop_all, wait_healthy  # noqa: E402
+from simupstream import client_headers  # noqa: E402
 
 
 # --- a small client ----------------------------------------------------------------------------
@@ -168,7 +169,9 @@ def main() -> int:
                 "requestType": "agent", "requestId": "bench",
                 "request": {"contents": [{"role": "user", "parts": [{"text": "hello benchmark"}]}]},
             }).encode()
-            direct_headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+            # The identity Cloud Code serves (an unknown client would get the "no longer supported" answer).
+            direct_headers = {"authorization": f"Bearer {token}", "content-type": "application/json",
+                              **client_headers()}
 
             mitm_port = free_port()
             procs.append(spawn([str(BIN / "mitmdump"), "-q", "--mode", f"reverse:{sim}@127.0.0.1:{mitm_port}"]))

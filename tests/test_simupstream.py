@@ -1,5 +1,6 @@
 """The simulated upstream: it must speak each protocol exactly, refuse what the real services
-refuse, and misbehave on cue, because every gateway test trusts it."""
+refuse, and misbehave on cue, because every gateway test trusts it. (Cloud Code's own rules:
+tests/test_sim_cloudcode.py.)"""
 
 from __future__ import annotations
 
@@ -11,99 +12,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sim_kit import (ANTHROPIC_HEADERS, ANTHROPIC_KEY, CALL_TEXT, GOOGLE_KEY, OPENAI_KEY, SCRIPTS, anthropic_events,
+                     bearer, client, envelope, gemini_text, refresh, server, sim, sse_data, user)
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
-sys.path.insert(0, str(SCRIPTS))
+from simupstream import SimUpstream, estimate_tokens
 
-from simupstream import BYPASS_SIGNATURE, SimUpstream, estimate_tokens  # noqa: E402
-
-GOOGLE_KEY = "gemini-test-key-000"
-OPENAI_KEY = "sk-openai-test-000"
-ANTHROPIC_KEY = "sk-ant-test-000"
-ANTHROPIC_HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
-WEATHER_GEMINI = [{"functionDeclarations": [{"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}}}]}]
-CALL_TEXT = 'weather please [[call get_weather {"city":"Paris"}]]'
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SimUpstream]:
-    sim = SimUpstream()
-    sim.start()
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture
-def sim(server: SimUpstream) -> SimUpstream:
-    server.reset()
-    server.add_google_account("rt-alice", "alice@example.com", "proj-1")
-    server.add_api_key(GOOGLE_KEY, "gemini")
-    server.add_api_key(OPENAI_KEY, "openai")
-    server.add_api_key(ANTHROPIC_KEY, "anthropic")
-    return server
-
-
-@pytest.fixture
-def client(sim: SimUpstream) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.url, timeout=5) as c:
-        yield c
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def refresh(client: httpx.Client, token: str = "rt-alice", **extra: str) -> httpx.Response:
-    form = {"grant_type": "refresh_token", "client_id": "sim-client-id", "client_secret": "sim-client-secret",
-            "refresh_token": token, **extra}
-    return client.post("/token", data=form)
-
-
-def bearer(client: httpx.Client) -> dict[str, str]:
-    return {"authorization": "Bearer " + refresh(client).json()["access_token"]}
-
-
-def envelope(contents: list[dict[str, Any]], model: str = "gemini-2.5-flash", **request: Any) -> dict[str, Any]:
-    return {"project": "proj-1", "model": model, "userAgent": "antigravity", "requestType": "agent",
-            "requestId": "req-1", "request": {"contents": contents, **request}}
-
-
-def user(text: str) -> dict[str, Any]:
-    return {"role": "user", "parts": [{"text": text}]}
-
-
-def sse_data(text: str) -> list[Any]:
-    """The JSON of every `data:` line; a missing blank-line terminator fails the parse."""
-    assert text.endswith(("\n\n", "\r\n\r\n")), "stream must end on an event boundary"
-    out = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        for line in block.split("\n"):
-            if line.startswith("data: ") and line != "data: [DONE]":
-                out.append(json.loads(line[6:]))
-    return out
-
-
-def anthropic_events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in text.split("\n\n"):
-        if block.strip():
-            name, data = block.split("\n")
-            assert name.startswith("event: ") and data.startswith("data: ")
-            payload = json.loads(data[6:])
-            assert payload["type"] == name[7:]
-            events.append((name[7:], payload))
-    return events
-
-
-def gemini_text(docs: list[dict[str, Any]]) -> str:
-    return "".join(p.get("text", "") for d in docs for p in d["candidates"][0]["content"]["parts"]
-                   if not p.get("thought"))
+__all__ = ["client", "server", "sim"]  # fixtures
 
 
 # --------------------------------------------------------------------------- OAuth
@@ -153,127 +71,6 @@ def test_authorization_code_with_pkce(sim: SimUpstream, client: httpx.Client) ->
     info = client.get("/userinfo", headers={"authorization": "Bearer " + r.json()["access_token"]})
     assert info.json()["email"] == "bob@example.com"
     assert client.post("/token", data={**form, "code_verifier": verifier}).json()["error"] == "invalid_grant"
-
-
-# --------------------------------------------------------------------------- v1internal
-
-
-def test_load_code_assist_and_models(sim: SimUpstream, client: httpx.Client) -> None:
-    sim.add_google_account("rt-noproj", "np@example.com", None)
-    token = refresh(client, "rt-noproj").json()["access_token"]
-    r = client.post("/ep1/v1internal:loadCodeAssist", headers={"authorization": f"Bearer {token}"},
-                    json={"metadata": {"ideType": "ANTIGRAVITY"}})
-    project = r.json()["cloudaicompanionProject"]
-    assert project.startswith("sim-project-")
-    r = client.post("/v1internal:fetchAvailableModels", headers={"authorization": f"Bearer {token}"},
-                    json={"project": project})
-    models = r.json()["models"]
-    assert {"gemini-2.5-flash", "claude-opus-4-5-thinking"} <= set(models)
-    assert models["gemini-2.5-pro"]["quotaInfo"]["remainingFraction"] == 1.0
-
-
-def test_v1internal_generate(client: httpx.Client) -> None:
-    r = client.post("/v1internal:generateContent", headers=bearer(client), json=envelope([user("hello there")]))
-    assert r.status_code == 200, r.text
-    resp = r.json()["response"]
-    cand = resp["candidates"][0]
-    assert cand["content"] == {"role": "model", "parts": [{"text": "echo: hello there"}]}
-    assert cand["finishReason"] == "STOP"
-    usage = resp["usageMetadata"]
-    assert usage["promptTokenCount"] == estimate_tokens("hello there")
-    assert usage["candidatesTokenCount"] == estimate_tokens("echo: hello there")
-    assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["candidatesTokenCount"]
-    assert resp["modelVersion"] == "gemini-2.5-flash" and "traceId" in r.json()
-
-
-def test_v1internal_stream_with_thought(sim: SimUpstream, client: httpx.Client) -> None:
-    sim.settings(events=4)
-    r = client.post("/ep2/v1internal:streamGenerateContent", params={"alt": "sse"}, headers=bearer(client),
-                    json=envelope([user("[[think]] stream me a longer answer please")]))
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-    assert "\r\n\r\n" in r.text
-    docs = [d["response"] for d in sse_data(r.text)]
-    assert len(docs) == 5  # one thought + 4 text chunks
-    thought = docs[0]["candidates"][0]["content"]["parts"][0]
-    assert thought["thought"] is True and thought["thoughtSignature"]
-    assert gemini_text(docs) == "echo: [[think]] stream me a longer answer please"
-    assert "usageMetadata" not in docs[1] and docs[-1]["candidates"][0]["finishReason"] == "STOP"
-    assert docs[-1]["usageMetadata"]["thoughtsTokenCount"] == estimate_tokens("thinking about it")
-    assert sim.log()[-1]["path"] == "/ep2/v1internal:streamGenerateContent" and sim.log()[-1]["stream"] is True
-
-
-@pytest.mark.parametrize(("change", "status", "needle"), [
-    (lambda b: b.pop("userAgent"), 400, "userAgent"),
-    (lambda b: b.update(project="someone-else"), 400, "project"),
-    (lambda b: b.update(model="gemini-9-ultra"), 404, "gemini-9-ultra"),
-    (lambda b: b["request"].update(contents=[]), 400, "contents is not specified"),
-    (lambda b: b["request"]["contents"].append(user("again")), 400, "alternate between user and model"),
-    (lambda b: b["request"]["contents"].insert(0, {"role": "model", "parts": [{"text": "hi"}]}), 400,
-     "start with a user turn"),
-    (lambda b: b["request"]["contents"][0]["parts"].append({"text": "a", "inlineData": {}}), 400, "oneof"),
-    (lambda b: b["request"]["contents"][0]["parts"][0].update(cache_control={}), 400, 'Unknown name "cache_control"'),
-    (lambda b: b["request"].update(tools=[{"functionDeclarations": [{"name": "f", "parameters": {
-        "type": "object", "additionalProperties": False}}]}]), 400, "additionalProperties"),
-    (lambda b: b["request"]["contents"][0]["parts"].append({"inlineData": {"mimeType": "image/png",
-                                                                           "data": "!!!"}}), 400, "Base64"),
-])
-def test_v1internal_validation(client: httpx.Client, change: Any, status: int, needle: str) -> None:
-    body = envelope([user("hi")])
-    change(body)
-    r = client.post("/v1internal:generateContent", headers=bearer(client), json=body)
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert err["code"] == status and needle in err["message"]
-    assert err["status"] == ("INVALID_ARGUMENT" if status == 400 else "NOT_FOUND")
-
-
-def test_function_response_must_answer_previous_call(client: httpx.Client) -> None:
-    contents = [user("go"), {"role": "model", "parts": [{"functionCall": {"name": "a", "args": {}}}]},
-                {"role": "user", "parts": [{"functionResponse": {"name": "b", "response": {}}}]}]
-    r = client.post("/v1internal:generateContent", headers=bearer(client), json=envelope(contents))
-    assert r.status_code == 400 and "answers no function call" in r.json()["error"]["message"]
-
-
-def test_count_tokens(client: httpx.Client) -> None:
-    body = {"request": {"model": "models/gemini-2.5-flash", "contents": [user("count these words")]}}
-    r = client.post("/v1internal:countTokens", headers=bearer(client), json=body)
-    assert r.json() == {"totalTokens": estimate_tokens("count these words")}
-
-
-def test_tool_call_round_trip_with_signature_check(client: httpx.Client) -> None:
-    """The functionCall carries a signature; sending it back without one is refused on gemini-3."""
-    headers = bearer(client)
-    first = [user(CALL_TEXT)]
-    r = client.post("/v1internal:generateContent", headers=headers,
-                    json=envelope(first, "gemini-3-pro-preview", tools=WEATHER_GEMINI))
-    part = r.json()["response"]["candidates"][0]["content"]["parts"][0]
-    assert part["functionCall"]["name"] == "get_weather" and part["functionCall"]["args"] == {"city": "Paris"}
-    assert part["functionCall"]["id"] and part["thoughtSignature"]
-
-    def follow_up(model_part: dict[str, Any]) -> httpx.Response:
-        contents = first + [{"role": "model", "parts": [model_part]},
-                            {"role": "user", "parts": [{"functionResponse": {"name": "get_weather",
-                                                                             "response": {"temp": 21}}}]}]
-        return client.post("/v1internal:generateContent", headers=headers,
-                           json=envelope(contents, "gemini-3-pro-preview", tools=WEATHER_GEMINI))
-
-    ok = follow_up(part)
-    assert ok.status_code == 200, ok.text
-    assert gemini_text([ok.json()["response"]]) == 'tool result: {"temp":21}'
-    unsigned = {"functionCall": part["functionCall"]}
-    r = follow_up(unsigned)
-    assert r.status_code == 400 and "missing a thought_signature" in r.json()["error"]["message"]
-    assert follow_up({**unsigned, "thoughtSignature": "Zm9yZ2Vk"}).status_code == 400
-    assert follow_up({**unsigned, "thoughtSignature": BYPASS_SIGNATURE}).status_code == 200
-
-
-def test_quota_exhausted_until_reset(sim: SimUpstream, client: httpx.Client) -> None:
-    sim.set_quota("alice@example.com", "gemini-2.5-pro", remainingFraction=0, resetTime="2099-01-01T00:00:00Z")
-    r = client.post("/v1internal:generateContent", headers=bearer(client),
-                    json=envelope([user("hi")], "gemini-2.5-pro"))
-    assert r.status_code == 429
-    info = r.json()["error"]["details"][0]
-    assert info["reason"] == "QUOTA_EXHAUSTED" and info["metadata"]["quotaResetTimeStamp"] == "2099-01-01T00:00:00Z"
 
 
 # --------------------------------------------------------------------------- behaviour rules
