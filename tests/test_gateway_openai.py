@@ -139,7 +139,8 @@ def test_image_input(shared):
 
 def test_models_lists_what_the_pool_serves(shared):
     names = {m.id for m in shared.openai().models.list()}
-    assert MODEL in names and "gemini-2.5-pro" in names
+    assert MODEL in names and "gemini-3.1-pro-high" in names and "claude-sonnet-4-6" in names
+    assert not any(name.startswith(("chat_", "tab_")) for name in names)  # internal names stay hidden
 
 
 # --- bad input -----------------------------------------------------------------------------------

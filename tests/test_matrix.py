@@ -56,7 +56,7 @@ class Dialect:
 
 
 DIALECTS: dict[str, Dialect] = {
-    "antigravity": Dialect("google", ("gemini-2.5-flash", "gemini-3-flash-preview", "claude-opus-4-5-thinking"), True),
+    "antigravity": Dialect("google", ("gemini-2.5-flash", "gemini-3-flash", "claude-opus-4-6-thinking"), True),
     "gemini": Dialect("gemini", ("gemini-2.5-pro", "gemini-3-pro-preview"), True),
     "openai": Dialect("openai", ("gpt-4o",), False),
     "anthropic": Dialect("anthropic", ("claude-opus-4-5",), True),

@@ -17,7 +17,7 @@ import openai
 import pytest
 from pool_rig import MODEL, add_google, generations, home_of, wait_until
 
-CLAUDE = "claude-sonnet-4-5"
+CLAUDE = "claude-sonnet-4-6"
 
 
 def setup(make_gateway, sim, count: int, config: dict | None = None, **fields):
