@@ -393,7 +393,7 @@ def _validation_url(error: dict[str, Any]) -> str | None:
     for detail in _details(error):
         metadata = detail.get("metadata")
         if isinstance(metadata, dict):
-            for key in ("validation_url", "validationUrl", "url"):
+            for key in ("validation_url", "validationUrl", "appeal_url", "appealUrl", "url"):
                 if isinstance(url := metadata.get(key), str):
                     return url
     if "VALIDATION_REQUIRED" in _reasons(error):

@@ -26,7 +26,7 @@ TOP = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(TOP / "scripts"))
 
-from simupstream import SimUpstream  # noqa: E402
+from simupstream import DEFAULT_SETTINGS, SimUpstream  # noqa: E402
 
 SIM_CLIENT = {"client_id": "sim-client-id", "client_secret": "sim-client-secret"}
 API_KEY = "sk-test-" + "0" * 24
@@ -191,7 +191,7 @@ def _clean_sim(request: pytest.FixtureRequest) -> Iterator[None]:
     if "sim" in request.fixturenames or "make_gateway" in request.fixturenames:
         sim: SimUpstream = request.getfixturevalue("sim")
         sim.clear_rules()
-        sim.settings(chunk_delay=0.0, latency=0.0, events=3)
+        sim.settings(**DEFAULT_SETTINGS)
         yield
         sim.clear_rules()
     else:

@@ -74,6 +74,8 @@ def test_quota_reset_takes_the_latest_of_its_hints():
 def test_validation_url_is_kept():
     body = google_error(403, "VALIDATION_REQUIRED", message="Verify your account at https://accounts.google.com/signin/continue?a=1.")
     assert classify(403, {}, body).validation_url == "https://accounts.google.com/signin/continue?a=1"
+    appeal = google_error(403, "VALIDATION_REQUIRED", {"appeal_url": "https://support.google.com/appeal?c=2"})
+    assert classify(403, {}, appeal).validation_url == "https://support.google.com/appeal?c=2"
 
 
 def test_cooldowns_back_off_exponentially_to_a_cap_and_hints_win():

@@ -5,12 +5,15 @@ The CLIs are the npm releases the request fixtures were captured from, installed
 `.cache/clients` by `scripts/clients.py` (which `./scripts/test` runs first). Without Node.js/npm
 these tests FAIL with the reason; they never skip.
 
-Three gateways ("flavours"):
+Four gateways ("flavours"):
 - mapped:  one Google account; `[model_mapping]` sends claude-* and gpt-* to gemini-2.5-flash,
            and Gemini CLI asks for gemini-2.5-flash (as in its fixture). The main case.
 - builtin: one Google account, no mapping: the CLIs' own model names (claude-opus-4-8,
            gpt-5-codex, gemini-3.1-pro-preview) resolve by family to the newest served model,
            thinking models with thought signatures included.
+- claude:  one Google account, every CLI on a Claude model behind Cloud Code (Claude Code's
+           claude-opus-4-8, Codex's gpt-5-codex mapped to claude-sonnet-4-6, Gemini CLI asking
+           for claude-sonnet-4-6 itself): Claude's rules there for every protocol.
 - keys:    API-key accounts of each CLI's own protocol (Anthropic, OpenAI, Gemini): same-protocol
            pass-through for Claude Code and Gemini CLI, Responses -> chat completions for Codex.
 
@@ -68,6 +71,13 @@ FLAVOURS = {
     ),
     "builtin": Flavour(
         {}, {"claude": "claude-opus-4-8", "codex": "gpt-5-codex", "gemini": "gemini-3.1-pro-preview"}, keys=False
+    ),
+    # Every CLI on a Claude model behind Cloud Code: Claude's rules there (call ids, thinking,
+    # schemas) for Anthropic, Responses and Gemini callers alike.
+    "claude": Flavour(
+        {"gpt-*": "claude-sonnet-4-6"},
+        {"claude": "claude-opus-4-8", "codex": "gpt-5-codex", "gemini": "claude-sonnet-4-6"},
+        keys=False,
     ),
     "keys": Flavour(
         {"claude-*": "claude-sonnet-4-5", "gpt-*": "gpt-4.1"},
@@ -279,3 +289,25 @@ def test_cli_runs_a_tool(client, cli, gateway, sim, tmp_path):
     assert result.returncode == 0, result.report(gateway)
     assert "tool result: " in result.stdout and marker in result.stdout, result.report(gateway)
     expect_upstream_calls(sim, gateway, client, before, 2)  # the call, then the answer to its result
+
+
+def test_claude_code_goes_on_over_several_turns(cli, gateway, sim, tmp_path):
+    """One conversation over three runs (`--continue`): each request carries the whole history —
+    thinking with its signatures, tool calls and their results — which the upstream checks."""
+    marker = f"marker-{uuid.uuid4().hex[:8]}.txt"
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / marker).write_text("made by the test\n")
+    env = claude_env(tmp_path / "home", gateway)
+    before = len(generations(sim, gateway, "claude"))
+    turns = [
+        ([f"list the files: {TOOL_CALL['claude']}"], "tool result: "),
+        (["--continue", f"and now say {uuid.uuid4().hex[:8]}"], "echo: and now say"),
+        (["--continue", f"list them again: {TOOL_CALL['claude']}"], "tool result: "),
+    ]
+    for extra, expected in turns:
+        result = run([cli["claude"], "-p", *extra], env, work, gateway)
+        assert result.returncode == 0, result.report(gateway)
+        assert expected in result.stdout, result.report(gateway)
+    assert marker in result.stdout, result.report(gateway)
+    expect_upstream_calls(sim, gateway, "claude", before, 5)  # 2 + 1 + 2

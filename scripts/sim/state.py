@@ -181,11 +181,10 @@ class SimState:
             return dict(self.conf)
 
     def revoke(self, refresh_token: str) -> None:
-        """From now on this refresh token gets invalid_grant, and its access tokens die."""
+        """From now on this account's refresh token (named by itself or the account's email) gets
+        invalid_grant, and its access tokens die."""
         with self._lock:
-            acct = self.accounts.get(refresh_token)
-            if acct is None:
-                raise ValueError("unknown refresh token")
+            acct = self._find_google(refresh_token)
             acct.revoked = True
             self._drop_tokens(acct)
 
