@@ -286,3 +286,54 @@ def test_accounts_check_names_the_failing_step_and_what_to_do(make_gateway, sim,
     assert f"FAIL  {failing_step}" in text and advice in text and "cannot serve" in text
     if case == "verification":
         assert f"switchyard accounts enable {account}" in failed["next"]
+
+
+# --- what Google's errors say besides their fields ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "error_class", "seconds"),
+    [
+        ({"reason": "RATE_LIMIT_EXCEEDED", "message": "You have exhausted your capacity on this model. Your quota will reset after 1h2m3s."},
+         "quota_exhausted", 3723),
+        ({"reason": "RATE_LIMIT_EXCEEDED", "retry_delay": "600s"}, "quota_exhausted", 600),
+        ({"reason": "RATE_LIMIT_EXCEEDED", "retry_delay": "20s"}, "rate_limit", 20),
+    ],
+)
+def test_quota_resets_in_the_words_and_long_rate_limits_cool_as_quota(make_gateway, sim, rule, error_class, seconds):
+    gateway = make_gateway(start=False)
+    tired_mail = f"tired-{uuid.uuid4().hex[:6]}@example.com"
+    tired = gateway.add_google(tired_mail)
+    fresh = gateway.add_google()
+    gateway.start()
+    sim.behave("429", {"account": tired_mail}, **rule)
+    client = gateway.openai()
+    for n in range(3):
+        response = client.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user", "content": f"n{n}"}])
+        assert response.headers["x-switchyard-account"] == fresh
+    cooldown = rows(gateway)[tired]["cooldowns"][MODEL]
+    assert cooldown["error_class"] == error_class
+    assert seconds - 10 < cooldown["until"] - time.time() <= seconds
+
+
+def test_a_model_list_refused_with_the_project_is_asked_for_without_it(make_gateway, sim):
+    gateway = make_gateway(start=False)
+    email = f"p-{uuid.uuid4().hex[:6]}@example.com"
+    gateway.add_google(email)
+    sim.behave("403", {"account": email, "path": "fetchAvailableModels"}, times=1)
+    gateway.start()
+    names = {m.id for m in gateway.openai().models.list()}
+    assert {MODEL, CLAUDE} <= names
+    assert [e["status"] for e in google_calls(sim, email, "fetchAvailableModels")][:2] == [403, 200]
+
+
+def test_a_deprecated_name_reaches_google_as_its_successor(make_gateway, sim):
+    gateway = make_gateway(start=False)
+    email = f"d-{uuid.uuid4().hex[:6]}@example.com"
+    gateway.add_google(email)
+    gateway.start()
+    response = gateway.anthropic().messages.with_raw_response.create(
+        model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "old name"}]
+    )
+    assert response.headers["x-switchyard-model"] == "claude-sonnet-4-6"
+    assert [e["model"] for e in google_calls(sim, email, "streamGenerateContent")] == ["claude-sonnet-4-6"]
