@@ -6,6 +6,8 @@ it reads from the printed URL (as Google would after sign-in) and following the 
 
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import hashlib
 import io
@@ -61,6 +63,7 @@ async def test_browser_login_through_the_loopback_redirect(sim, tmp_path, monkey
     config = parse(upstream(sim, **SIM_CLIENT))
     said: list[str] = []
     browser: dict[str, object] = {}
+    threads: list[threading.Thread] = []
 
     def open_browser(url: str) -> bool:
         def follow() -> None:
@@ -70,11 +73,13 @@ async def test_browser_login_through_the_loopback_redirect(sim, tmp_path, monkey
             browser["forged"] = httpx.get(forged, timeout=10).status_code
             browser["page"] = httpx.get(redirect, timeout=10)
 
-        threading.Thread(target=follow, daemon=True).start()
+        threads.append(threading.Thread(target=follow, daemon=True))
+        threads[0].start()
         return True
 
     monkeypatch.setattr(login.webbrowser, "open", open_browser)
     found = await login.login(config, open_browser=True, stdin=io.StringIO(), say=said.append, timeout=20)
+    await asyncio.to_thread(threads[0].join, 10)  # the login may end before the browser reads its page
     query = browser["query"]
     assert found.email == "browser@example.com" and found.project  # project found via loadCodeAssist
     assert browser["forged"] == 400
