@@ -103,6 +103,10 @@ class Gateway:
     def auth(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
+    def json_headers(self) -> dict[str, str]:
+        """The key and a JSON content type: what every API POST needs (raw bodies included)."""
+        return {**self.auth(), "content-type": "application/json"}
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(BIN / "switchyard"), *args], env=self.env, capture_output=True, text=True, timeout=60
