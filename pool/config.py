@@ -41,6 +41,11 @@ class ProxyConfig(_Section):
     allowed_hosts: list[str] = Field(default_factory=list)
     # Browser origins ("http://localhost:5173") whose pages may call the gateway; others are refused.
     cors_origins: list[str] = Field(default_factory=list)
+    max_body_mb: float = Field(64, gt=0, le=4096)  # largest request body; image prompts are big
+    max_header_kb: int = Field(64, ge=1, le=1024)  # largest request head (request line and headers)
+    max_connections: int = Field(256, ge=1, le=100_000)  # client connections served at once
+    client_timeout: float = Field(30, gt=0)  # seconds to send a request's head, and again its body, once begun
+    keepalive_timeout: float = Field(75, gt=0)  # seconds an idle connection may wait for its next request
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -57,6 +62,10 @@ class ProxyConfig(_Section):
             if not _ORIGIN.fullmatch(origin):
                 raise ValueError(f"{origin!r} is not an origin like \"http://localhost:5173\" (scheme, host, port; no path)")
         return [origin.lower() for origin in origins]
+
+    @property
+    def max_body(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
 
     @property
     def listen_host(self) -> str:

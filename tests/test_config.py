@@ -43,6 +43,10 @@ def test_missing_file_is_created_with_defaults_and_a_key(tmp_path):
         ('[proxy]\nallowed_hosts = "box.lan"\n', "proxy.allowed_hosts"),
         ('[proxy]\ncors_origins = ["http://localhost:5173/"]\n', "proxy.cors_origins: 'http://localhost:5173/' is not an origin"),
         ('[proxy]\ncors_origins = ["*"]\n', "proxy.cors_origins"),
+        ("[proxy]\nmax_body_mb = 0\n", "proxy.max_body_mb"),
+        ("[proxy]\nmax_header_kb = 0\n", "proxy.max_header_kb"),
+        ("[proxy]\nmax_connections = 0\n", "proxy.max_connections"),
+        ("[proxy]\nclient_timeout = -1\n", "proxy.client_timeout"),
         ('[proxy]\nkeepalive_timeout = "long"\n', "proxy.keepalive_timeout"),
     ],
 )
@@ -87,3 +91,4 @@ def test_host_and_origin_lists_are_kept_lower_case():
     proxy = cfg.parse({"proxy": {"allowed_hosts": ["Box.LAN:8045", "[::1]"], "cors_origins": ["HTTPS://App.Example.com:8443"]}}).proxy
     assert proxy.allowed_hosts == ["box.lan:8045", "[::1]"]
     assert proxy.cors_origins == ["https://app.example.com:8443"]
+    assert proxy.max_body == 64 * 1024 * 1024  # the default fits large image prompts
