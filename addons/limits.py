@@ -23,6 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import re
+import time
 from typing import Any
 
 from mitmproxy import connection, ctx, http
@@ -42,6 +45,10 @@ log = logging.getLogger("switchyard.requests")
 LINGER = 1.0
 END_OF_HEAD = b"\r\n\r\n"
 CHUNK_FRAMING = 1.01  # chunked bodies are counted with their framing: allow for it
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)[ \t]*\r\n", re.IGNORECASE)
+CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE)
+FDS_PER_CONNECTION = 5  # see ClientLimits.running
+FDS_RESERVED = 128  # listeners, log files, the usage ledger, housekeeping calls
 
 
 class Watcher:
@@ -53,7 +60,6 @@ class Watcher:
         self._writer: asyncio.StreamWriter = io.writer
         self._io = io
         self._limits = limits
-        self._peer = client.peername
         self.over_limit = over_limit
         self.head = bytearray()  # the current request's head, so far
         self.request_head = b""  # the last complete one: a refusal during its body answers in its protocol
@@ -113,14 +119,13 @@ class Watcher:
         self._head_done(head, rest)
 
     def _head_done(self, head: bytes, rest: int) -> None:
-        _, _, headers = parse_head(head)
         if self.over_limit:
-            self._refuse(503, f"too many connections (max_connections = {self._proxy.max_connections}); try again", "overloaded", head,
+            self._refuse(503, "too many connections at once (see [proxy] max_connections); try again shortly", "overloaded", head,
                          retry_after=1, drain=self._proxy.client_timeout)
             return
-        length = headers.get("content-length", "")
-        self.body_length = int(length) if length.isdigit() else None
-        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        length = CONTENT_LENGTH.search(head)  # (a regex: the whole head is parsed only to refuse)
+        self.body_length = int(length[1]) if length else None
+        chunked = CHUNKED.search(head) is not None
         if self.body_length is not None and self.body_length > self._proxy.max_body:
             self._refuse(413, f"request body is larger than {self._proxy.max_body_mb:g} MB", "request_too_large", head,
                          drain=self._proxy.client_timeout)
@@ -231,20 +236,38 @@ class ClientLimits:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.watchers: dict[str, Watcher] = {}
+        self.most: int | None = None  # fewer than max_connections when file descriptors are short
+        self._closed_at_once = 0
+        self._said_at = -math.inf
         self._warned = False
 
     def running(self) -> None:
-        if self.settings.config is not None:
-            raise_file_limit(4 * self.settings.config.proxy.max_connections + 256)
+        """Each of max_connections can hold five descriptors (a served connection: the caller,
+        both ends of the relay, the upstream; one waiting beyond the limit: its own): make room
+        for them, or serve fewer."""
+        if self.settings.config is None:
+            return
+        most = self.settings.config.proxy.max_connections
+        limit = raise_file_limit(FDS_PER_CONNECTION * most + FDS_RESERVED)
+        if limit is not None and limit < FDS_PER_CONNECTION * most + FDS_RESERVED:
+            self.most = max((limit - FDS_RESERVED) // FDS_PER_CONNECTION, 1)
+            log.warning(
+                "only %d file descriptors: serving at most %d connections at once ([proxy] max_connections = %d); "
+                "raise the limit (ulimit -n) to serve more", limit, self.most, most,
+            )
 
     def client_connected(self, client: connection.Client) -> None:
         config = self.settings.config
         if config is None or client.transport_protocol != "tcp":
             return
-        most = config.proxy.max_connections
+        most = min(config.proxy.max_connections, self.most or config.proxy.max_connections)
         if len(self.watchers) >= 2 * most:
             client.error = "too many connections"
-            log.info("refused a client: more than twice max_connections (%d) connections", most)
+            self._closed_at_once += 1
+            now = time.monotonic()
+            if now - self._said_at >= 10:  # a flood of connections must not flood the log too
+                log.info("closed %d new connection(s) at once: twice as many as are served at most (%d) are open", self._closed_at_once, most)
+                self._closed_at_once, self._said_at = 0, now
             return
         server = ctx.master.addons.get("proxyserver")
         try:
@@ -280,15 +303,18 @@ class ClientLimits:
             watcher.request_ended()
 
 
-def raise_file_limit(wanted: int) -> None:
-    """Each served connection costs up to four descriptors (caller, relay both ends, upstream);
-    raise the soft limit (1024 on Linux, 256 on macOS) towards the hard one when it is short."""
-    with contextlib.suppress(ImportError, ValueError, OSError):
+def raise_file_limit(wanted: int) -> int | None:
+    """Raises the soft open-files limit (often 1024 on Linux, 256 on macOS) towards `wanted`, as
+    far as the hard limit lets; returns the limit now in force (None: unlimited or unknown)."""
+    try:
         import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and soft < wanted:
-            new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-            if new < wanted:
-                log.warning("only %d file descriptors: lower [proxy] max_connections or raise the limit", new)
+    except ImportError:  # Windows: no such limit to raise
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return None if soft == resource.RLIM_INFINITY else soft
+    new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        return new
+    return soft

@@ -136,7 +136,7 @@ def test_a_client_sending_a_byte_at_a_time_gets_408(gateway):
     status, headers, body = parse(answer)
     assert status == 408 and headers["connection"] == "close"
     assert body["type"] == "error" and "client_timeout" in body["error"]["message"]  # Anthropic's, from the request line
-    assert CLIENT_TIMEOUT <= took < CLIENT_TIMEOUT + 3
+    assert CLIENT_TIMEOUT - 0.1 < took < CLIENT_TIMEOUT + 3
 
 
 def test_a_body_sent_a_byte_at_a_time_gets_408(gateway):
@@ -170,7 +170,7 @@ def test_an_idle_connection_is_closed_after_keepalive_timeout(gateway):
     sock = connect(gateway)
     started = time.monotonic()
     assert read_answer(sock, KEEPALIVE + 3) == b""  # closed without an answer: it asked nothing
-    assert KEEPALIVE <= time.monotonic() - started
+    assert time.monotonic() - started > KEEPALIVE - 0.1  # not at once: it had keepalive_timeout
 
 
 def test_a_keep_alive_client_reconnects_after_the_idle_close(gateway):
@@ -214,3 +214,17 @@ def test_connections_beyond_max_connections_get_503_then_are_closed(make_gateway
         assert time.monotonic() < deadline, "the gateway did not serve again after the connections closed"
         time.sleep(0.05)
     assert "Traceback" not in gateway.log()
+
+
+def test_short_of_file_descriptors_it_serves_fewer_connections(make_gateway):
+    """Rather than run out of descriptors (then neither accepting nor calling upstreams works)."""
+    gateway = make_gateway({"proxy": {"max_connections": 256, "keepalive_timeout": 60}}, start=False)
+    gateway.start(fd_limit=200)  # room for (200 - 128) // 5 = 14 connections
+    assert "serving at most 14 connections at once" in gateway.log()
+    held = [connect(gateway) for _ in range(14)]
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{gateway.url}/healthz", headers=gateway.auth()).status_code != 503:
+        assert time.monotonic() < deadline, "the fifteenth connection was served"
+        time.sleep(0.05)
+    for sock in held:
+        sock.close()
