@@ -213,3 +213,20 @@ def test_body_type_rules():
     assert not json_type("text/json+plain") and not json_type("+json") and not json_type("")
     assert body_type_allowed("/v1/images/edits", "multipart/form-data; boundary=b")
     assert not body_type_allowed("/v1/chat/completions", "multipart/form-data; boundary=b")
+
+
+def test_refused_flows_keep_the_callers_host_and_hide_the_key(make_gateway, tmp_path):
+    """What mitmweb shows (and `-w` saves) of a refused request: the Host it came with, no key."""
+    from mitmproxy import io
+
+    saved = tmp_path / "flows"
+    gateway = make_gateway(extra=("-w", str(saved)))
+    post(gateway, "/v1/chat/completions", CHAT, host="rebind.attacker.example")
+    post(gateway, "/v1/messages?key=" + API_KEY, MESSAGES, **{"content-type": "text/plain", "x-api-key": API_KEY})
+    gateway.stop()
+    with saved.open("rb") as f:
+        flows = [flow for flow in io.FlowReader(f).stream() if flow.request.path.startswith("/v1/")]
+    assert [flow.response.status_code for flow in flows] == [421, 415]
+    assert flows[0].request.host_header == "rebind.attacker.example"
+    for flow in flows:
+        assert API_KEY not in str(flow.request.headers) + flow.request.path
