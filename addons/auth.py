@@ -51,10 +51,12 @@ class ClientAuth:
 
     def request(self, flow: http.HTTPFlow) -> None:
         config = self.settings.config
-        if config is None or flow.response is not None:
+        if config is None:
             return
         keys = presented_keys(flow.request)
-        hide_keys(flow.request)
+        hide_keys(flow.request)  # refused ones too: mitmweb shows every flow
+        if flow.response is not None:
+            return
         mode = config.proxy.effective_auth_mode
         path = flow.request.path.partition("?")[0]
         if mode == "off" or (mode == "all_except_health" and path in OPEN_PATHS):
@@ -63,8 +65,7 @@ class ClientAuth:
         if any(hmac.compare_digest(key.encode(), expected) for key in keys):
             return
         headers = {k.lower(): v for k, v in flow.request.headers.items()}
-        route = routes.classify(flow.request.method, flow.request.path, headers)
-        protocol = route.protocol if route and route.protocol != "local" else routes.guess_protocol(path, headers)
+        protocol = routes.caller_protocol(flow.request.method, flow.request.path, headers)
         message = "invalid API key" if keys else "missing API key: send it as Authorization: Bearer <key>, x-api-key or x-goog-api-key"
         flow.response = answers.error(protocol, 401, message, kind="auth")
         flow.metadata["switchyard.outcome"] = "unauthorized"

@@ -39,7 +39,6 @@ from .translate.protocol import ModelInfo, StreamDecoder
 log = logging.getLogger("switchyard")
 
 VERSION = "0.1.0"
-MAX_BODY = 32 * 1024 * 1024
 ID_PREFIXES = {"openai_chat": "chatcmpl-", "openai_completions": "cmpl-", "openai_responses": "resp_", "anthropic": "msg_"}
 
 
@@ -453,10 +452,11 @@ class Gateway:
         t.outcome, t.status, t.ended = "ok", 200, time.monotonic()
         flow.response = answers.json_response(200, caller.encode_count_response(total))
 
-    @staticmethod
-    def _json_body(flow: http.HTTPFlow) -> dict[str, Any]:
-        if len(flow.request.raw_content or b"") > MAX_BODY:
-            raise c.BadRequest(f"request body is larger than {MAX_BODY // (1024 * 1024)} MB", status=413)
+    def _json_body(self, flow: http.HTTPFlow) -> dict[str, Any]:
+        # ClientLimits refuses bigger bodies as they arrive; this holds where it could not watch.
+        proxy = self.settings.config.proxy if self.settings.config is not None else None
+        if proxy is not None and len(flow.request.raw_content or b"") > proxy.max_body:
+            raise c.BadRequest(f"request body is larger than {proxy.max_body_mb:g} MB", status=413)
         try:
             body = json.loads(flow.request.get_content(strict=False) or b"")
         except (ValueError, UnicodeDecodeError) as e:

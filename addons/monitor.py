@@ -14,6 +14,7 @@ from mitmproxy import ctx, http
 from . import routes, trace
 from pool.config import PLACEHOLDER_TARGET
 
+from .guard import CALLER_HOST
 from .relay import TOKEN_HEADER
 from .settings import Settings
 
@@ -24,7 +25,10 @@ MARK_RETRIED = ":arrows_counterclockwise:"
 # Outcomes that earn no red mark (a status >= 400 still does).
 UNMARKED_OUTCOMES = frozenset({"ok", "local", "pending", "client_closed"})
 # Outcomes of requests the gateway refused before routing them (ClientAuth, unknown paths).
-REFUSALS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+REFUSALS = {
+    401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+    415: "unsupported_media_type", 421: "misdirected",
+}
 # The gateway's own endpoints: their answers, refusals included, are neither ledger rows nor metrics.
 LOCAL_OPERATIONS = frozenset({"health", "metrics", "models", "model"})
 
@@ -95,12 +99,16 @@ def _refused(flow: http.HTTPFlow) -> trace.Trace | None:
 
 
 def _as_the_caller_sent_it(flow: http.HTTPFlow) -> None:
-    """mitmweb and saved flows show the address the caller used, not the reverse placeholder or
-    the relay a stream was pointed at (the request has been sent: this changes only the record)."""
+    """mitmweb and saved flows show the address and Host the caller used, not the reverse
+    placeholder or the relay a stream was pointed at (the request has been sent: this changes
+    only the record)."""
     flow.request.headers.pop(TOKEN_HEADER, None)
     if flow.client_conn.sockname:
         host, port = flow.client_conn.sockname[:2]
         flow.request.scheme, flow.request.host, flow.request.port = "http", host, port
+    caller_host = flow.metadata.get(CALLER_HOST)
+    if caller_host:
+        flow.request.host_header = caller_host
 
 
 class FlowCap:

@@ -10,6 +10,8 @@ if _root not in sys.path:
 
 from addons.auth import ClientAuth  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
+from addons.guard import BrowserGuard  # noqa: E402
+from addons.limits import ClientLimits  # noqa: E402
 from addons.metrics import Metrics  # noqa: E402
 from addons.monitor import FlowCap, Monitor, Quiet  # noqa: E402
 from addons.settings import Settings  # noqa: E402
@@ -22,5 +24,6 @@ metrics = Metrics(lambda: gateway.pool)
 ledger = UsageLedger(settings)
 
 addons = [
-    settings, Quiet(), ClientAuth(settings), metrics, gateway, ledger, Monitor(ledger, metrics), FlowCap(settings),
+    settings, Quiet(), ClientLimits(settings), BrowserGuard(settings), ClientAuth(settings),
+    metrics, gateway, ledger, Monitor(ledger, metrics), FlowCap(settings),
 ]

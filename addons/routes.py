@@ -78,3 +78,11 @@ def guess_protocol(path: str, headers: dict[str, str]) -> str:
     if "anthropic-version" in headers or "/messages" in path:
         return "anthropic"
     return "openai_chat"
+
+
+def caller_protocol(method: str, path: str, headers: dict[str, str]) -> str:
+    """The protocol to answer any request in, routable or not: refusals speak the caller's."""
+    route = classify(method, path, headers)
+    if route is not None and route.protocol != "local":
+        return route.protocol
+    return guess_protocol(path.partition("?")[0], headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 from pathlib import Path
@@ -35,6 +36,36 @@ class ProxyConfig(_Section):
     auth_mode: AuthMode = "auto"
     api_key: str = ""
     request_timeout: float = Field(600, gt=0)
+    # Host names served besides the loopback names ("name" for any port, or "name:port"): the
+    # names LAN clients or a reverse proxy in front use. Anything else is refused (DNS rebinding).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Browser origins ("http://localhost:5173") whose pages may call the gateway; others are refused.
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_mb: float = Field(64, gt=0, le=4096)  # largest request body; image prompts are big
+    max_header_kb: int = Field(64, ge=1, le=1024)  # largest request head (request line and headers)
+    max_connections: int = Field(256, ge=1, le=100_000)  # client connections served at once
+    client_timeout: float = Field(30, gt=0)  # seconds to send a request's head, and again its body, once begun
+    keepalive_timeout: float = Field(75, gt=0)  # seconds an idle connection may wait for its next request
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not _HOST.fullmatch(host):
+                raise ValueError(f"{host!r} is not a host name or host:port (no scheme, no path)")
+        return [host.lower() for host in hosts]
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin like \"http://localhost:5173\" (scheme, host, port; no path)")
+        return [origin.lower() for origin in origins]
+
+    @property
+    def max_body(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
 
     @property
     def listen_host(self) -> str:
@@ -138,6 +169,11 @@ class Config(_Section):
     def to_toml(self) -> bytes:
         return tomli_w.dumps(self.model_dump(mode="json")).encode()
 
+
+_NAME = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]"
+_PORT = r"(?::(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]?\d{1,4}))"
+_HOST = re.compile(f"(?:{_NAME}){_PORT}?")
+_ORIGIN = re.compile(f"https?://(?:{_NAME}){_PORT}?", re.IGNORECASE)
 
 # The reverse target is never contacted: every flow is answered by the gateway or its relay.
 PLACEHOLDER_TARGET = "http://127.0.0.1:1"

@@ -178,7 +178,7 @@ Switchyard demo is running at {url}  (API key {api_key})
   Anthropic SDK:  base_url="{url}", api_key="{api_key}"
   Google GenAI:   http_options={{"base_url": "{url}"}}, api_key="{api_key}"
   try: curl {url}/v1/chat/completions -H 'authorization: Bearer {api_key}' \\
-         -d '{{"model": "gemini-2.5-flash", "messages": [{{"role": "user", "content": "hello"}}]}}'
+         -H 'content-type: application/json' -d '{{"model": "gemini-2.5-flash", "messages": [{{"role": "user", "content": "hello"}}]}}'
 Ctrl-C stops it and deletes the demo's home.
 """,
         flush=True,

@@ -68,10 +68,18 @@ class Gateway:
         self.proc: subprocess.Popen | None = None
 
     # --- life ------------------------------------------------------------------------------
-    def start(self, *extra: str, web: bool = False) -> "Gateway":
+    def start(self, *extra: str, web: bool = False, fd_limit: int | None = None) -> "Gateway":
+        """Starts it and waits until it answers; `fd_limit` caps its open files (soft and hard)."""
         argv = [str(BIN / "switchyard"), "run", *(["--web"] if web else []), *extra]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+        def limit_files() -> None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
+        preexec = limit_files if fd_limit is not None else None
+        self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -102,6 +110,10 @@ class Gateway:
     # --- helpers ---------------------------------------------------------------------------
     def auth(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def json_headers(self) -> dict[str, str]:
+        """The key and a JSON content type: what every API POST needs (raw bodies included)."""
+        return {**self.auth(), "content-type": "application/json"}
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(

@@ -38,6 +38,16 @@ def test_missing_file_is_created_with_defaults_and_a_key(tmp_path):
         ('[upstreams.antigravity]\nendpoints = ["ftp://x"]\n', "upstreams.antigravity.endpoints"),
         ("[proxy\nport = 1\n", "not valid TOML"),
         ("[model_mapping]\n\"gpt-4o\" = 5\n", "model_mapping.gpt-4o"),
+        ('[proxy]\nallowed_hosts = ["http://box.lan"]\n', "proxy.allowed_hosts: 'http://box.lan' is not a host name"),
+        ('[proxy]\nallowed_hosts = ["box.lan:99999"]\n', "proxy.allowed_hosts"),
+        ('[proxy]\nallowed_hosts = "box.lan"\n', "proxy.allowed_hosts"),
+        ('[proxy]\ncors_origins = ["http://localhost:5173/"]\n', "proxy.cors_origins: 'http://localhost:5173/' is not an origin"),
+        ('[proxy]\ncors_origins = ["*"]\n', "proxy.cors_origins"),
+        ("[proxy]\nmax_body_mb = 0\n", "proxy.max_body_mb"),
+        ("[proxy]\nmax_header_kb = 0\n", "proxy.max_header_kb"),
+        ("[proxy]\nmax_connections = 0\n", "proxy.max_connections"),
+        ("[proxy]\nclient_timeout = -1\n", "proxy.client_timeout"),
+        ('[proxy]\nkeepalive_timeout = "long"\n', "proxy.keepalive_timeout"),
     ],
 )
 def test_bad_files_name_the_key(tmp_path, text, needle):
@@ -75,3 +85,10 @@ def test_oauth_client_from_environment(monkeypatch):
     assert cfg.parse({}).upstreams.antigravity.oauth_client == ("env-id", "env-secret")
     config = cfg.parse({"upstreams": {"antigravity": {"client_id": "file-id", "client_secret": "file-secret"}}})
     assert config.upstreams.antigravity.oauth_client == ("file-id", "file-secret")
+
+
+def test_host_and_origin_lists_are_kept_lower_case():
+    proxy = cfg.parse({"proxy": {"allowed_hosts": ["Box.LAN:8045", "[::1]"], "cors_origins": ["HTTPS://App.Example.com:8443"]}}).proxy
+    assert proxy.allowed_hosts == ["box.lan:8045", "[::1]"]
+    assert proxy.cors_origins == ["https://app.example.com:8443"]
+    assert proxy.max_body == 64 * 1024 * 1024  # the default fits large image prompts

@@ -168,7 +168,8 @@ def test_bad_key_gets_401_in_openai_shape(shared):
     ],
 )
 def test_bad_bodies_get_400_in_openai_shape(shared, body, needle):
-    response = httpx.post(f"{shared.url}/v1/chat/completions", content=body, headers=shared.auth(), timeout=10)
+    headers = shared.json_headers()
+    response = httpx.post(f"{shared.url}/v1/chat/completions", content=body, headers=headers, timeout=10)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
@@ -194,17 +195,12 @@ def test_unknown_path_and_method(shared):
     assert response.status_code == 405 and "error" in response.json()
 
 
-def test_oversize_body_gets_413(shared):
-    big = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x" * (33 * 1024 * 1024)}]})
-    response = httpx.post(f"{shared.url}/v1/chat/completions", content=big, headers=shared.auth(), timeout=30)
-    assert response.status_code == 413
-    assert "larger than" in response.json()["error"]["message"]
-
-
 def test_gateway_survives_garbage(shared):
     """After a run of bad requests the gateway still answers."""
+    headers = shared.json_headers()
     for body in (b"\xff\xfe", b"", b"null", b'{"model": null, "messages": []}'):
-        httpx.post(f"{shared.url}/v1/chat/completions", content=body, headers=shared.auth(), timeout=10)
+        response = httpx.post(f"{shared.url}/v1/chat/completions", content=body, headers=headers, timeout=10)
+        assert response.status_code == 400
     answer = shared.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "still there?"}])
     assert answer.choices[0].message.content == "echo: still there?"
     assert "Traceback" not in shared.log()

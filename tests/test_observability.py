@@ -150,7 +150,7 @@ def test_mixed_run_ledger_stats_and_metrics_agree_with_the_client(make_gateway, 
     served("anthropic", raw, final.input_tokens, final.output_tokens, True)
 
     failures = [
-        ("openai_chat", httpx.post(f"{gateway.url}/v1/chat/completions", content=b"{oops", headers=gateway.auth())),
+        ("openai_chat", httpx.post(f"{gateway.url}/v1/chat/completions", content=b"{oops", headers=gateway.json_headers())),
         ("openai_chat", httpx.post(f"{gateway.url}/v1/chat/completions", headers=gateway.auth(),
                                    json={"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]})),
         ("anthropic", httpx.post(f"{gateway.url}/v1/messages", headers={"x-api-key": "sk-wrong-key-0000000000"},
@@ -346,7 +346,7 @@ def test_one_line_per_request_by_default(make_gateway):
     before = gateway.log().count("\n")
     _chat(gateway, "whole")
     list(gateway.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "s"}], stream=True))
-    httpx.post(f"{gateway.url}/v1/chat/completions", content=b"{", headers=gateway.auth())
+    httpx.post(f"{gateway.url}/v1/chat/completions", content=b"{", headers=gateway.json_headers())
     httpx.get(f"{gateway.url}/healthz", headers=gateway.auth())
     ledger_rows(gateway, expect=3)
     time.sleep(0.3)
@@ -367,7 +367,7 @@ def test_no_secret_in_the_output_at_any_verbosity(make_gateway, sim):
     list(gateway.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "d"}], stream=True))
     gemini = gateway.genai()  # kept: a client collected mid-call closes its connections
     assert gemini.models.generate_content(model=MODEL, contents="gemini too").text
-    httpx.post(f"{gateway.url}/v1/chat/completions", content=b"{", headers=gateway.auth())
+    httpx.post(f"{gateway.url}/v1/chat/completions", content=b"{", headers=gateway.json_headers())
     httpx.get(f"{gateway.url}/v1beta/models?key={API_KEY}")
     ledger_rows(gateway, expect=4)
     gateway.stop()

@@ -55,6 +55,7 @@ def test_plain_mitmdump_with_the_script_serves_the_configured_port(tmp_path):
         ({"allow_lan_access": True, "auth_mode": "off"}, "allow_lan_access"),
         ({"port": 99999}, "proxy.port"),
         ({"auth_mode": "strict", "api_key": ""}, "api_key"),
+        ({"cors_origins": ["localhost:5173"]}, "proxy.cors_origins"),
     ],
 )
 @pytest.mark.parametrize("launcher", ["switchyard", "mitmdump"])
