@@ -89,7 +89,9 @@ page), "slow" (chunk_delay), "error200" (a 200 whose body, or only stream event,
 Params: reason, message (a quota hint in it, e.g. "reset after 1h2m3s", is the only one some
 answers carry), retry_delay, retry_after, quota_reset_delay, quota_reset_timestamp,
 validation_url, rpc (the RPC status, e.g. "FAILED_PRECONDITION"; default the code's usual one),
-status (error200 only: the carried error's code, default 400), seconds, after_events, chunk_delay.
+status (error200 only: the carried error's code, default 400), seconds, after_events, chunk_delay
+(slow, and the pace of any other action's events: a fault after some events then comes that much
+after the last of them).
 """
 
 from __future__ import annotations

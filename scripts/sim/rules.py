@@ -89,6 +89,8 @@ def apply(rule: Rule, ctx: Ctx, make: Callable[[], Reply]) -> Reply:
         return Reply(0, drop_after=0)
     reply = make()
     events = reply.events
+    if p.get("chunk_delay") is not None:  # any action that sends events may pace them
+        reply.chunk_delay = float(p["chunk_delay"])
     if rule.action == "stall":
         reply.stall = math.inf if p.get("seconds") is None else float(p["seconds"])
         if after is not None:

@@ -213,10 +213,10 @@ class SimUpstream(SimState):
             return True
         writer.write(head)
         for i, event in enumerate(reply.events):
-            if await self._interrupt(conn, reader, writer, reply, i):
-                return False
             if i and reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
+            if await self._interrupt(conn, reader, writer, reply, i):
+                return False
             if fragment and len(event) > 1:
                 half = len(event) // 2
                 writer.write(conn.send(h11.Data(data=event[:half])))
@@ -225,7 +225,10 @@ class SimUpstream(SimState):
             writer.write(conn.send(h11.Data(data=event)))
             if reply.chunk_delay or fragment:
                 await writer.drain()
-        if await self._interrupt(conn, reader, writer, reply, len(reply.events)):
+        ending = len(reply.events)
+        if reply.chunk_delay and ending in (reply.hold_at, reply.reset_at, reply.drop_after):
+            await asyncio.sleep(reply.chunk_delay)  # a misbehaviour after the last event comes at the same pace
+        if await self._interrupt(conn, reader, writer, reply, ending):
             return False
         await writer.drain()
         if reply.drop_after is not None:
