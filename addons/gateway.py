@@ -18,7 +18,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from pool.dispatch import Call, DispatchError, Dispatcher, Exchange
+from pool.dispatch import Call, DispatchError, Dispatcher, Exchange, read_body
 from pool.health import ErrorClass, Verdict, embedded_error, network_failure
 from pool.models import Listing
 from pool.pool import Pool
@@ -304,10 +304,9 @@ class Gateway:
                 assembler = Assembler("", exchange.model)
                 assembler.extend(whole.events)
                 return assembler.response, whole.raw
-            async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
-                raw = await exchange.response.aread()
+            raw = await read_body(exchange)
             return dialect.decode_response(json.loads(raw)), raw
-        except (TransportError, TimeoutError) as e:
+        except TransportError as e:
             return network_failure(e)
         except (ValueError, c.BadUpstreamAnswer) as e:
             return embedded_error(raw) or Verdict(ErrorClass.SERVER, f"upstream answer unreadable: {e}", 200)
@@ -439,7 +438,7 @@ class Gateway:
         else:
             self._note(t, exchange)
             try:
-                raw = await exchange.response.aread()
+                raw = await read_body(exchange)
                 total = estimate.read_count(json.loads(raw))
                 self.dispatcher.finish(exchange)
             except (TransportError, TimeoutError, ValueError) as e:

@@ -43,6 +43,12 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task | None = None
         self.port = 0
+        self.replaying = 0  # answers being written to mitmproxy right now
+
+    @property
+    def parked(self) -> int:
+        """Answers waiting for their flow to come for them."""
+        return len(self._parked)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=HEAD_LIMIT)
@@ -100,7 +106,12 @@ class Relay:
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()
                     continue
-                if not await _replay(parked, writer):
+                self.replaying += 1
+                try:
+                    replayed = await _replay(parked, writer)
+                finally:
+                    self.replaying -= 1
+                if not replayed:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass

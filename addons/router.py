@@ -9,6 +9,7 @@ if _root not in sys.path:
     sys.path.append(_root)
 
 from addons.auth import ClientAuth  # noqa: E402
+from addons.debug import Debug, holdings  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.guard import BrowserGuard  # noqa: E402
 from addons.limits import ClientLimits  # noqa: E402
@@ -22,8 +23,9 @@ settings = Settings()
 gateway = Gateway(settings)
 metrics = Metrics(lambda: gateway.pool)
 ledger = UsageLedger(settings)
+debug = Debug(settings, lambda: holdings(gateway.pool, gateway.relay))
 
 addons = [
-    settings, Quiet(), ClientLimits(settings), BrowserGuard(settings), ClientAuth(settings),
+    settings, Quiet(), ClientLimits(settings), BrowserGuard(settings), debug, ClientAuth(settings),
     metrics, gateway, ledger, Monitor(ledger, metrics), FlowCap(settings),
 ]

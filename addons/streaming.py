@@ -3,19 +3,19 @@
 Upstream bytes are decoded into canonical events as they arrive (for usage, thought signatures
 and errors) and rendered for the caller either from those events (`Translated`) or, when both
 sides speak one protocol, from the upstream's own events (`Native`). After the first byte has
-gone out, a failure becomes the caller protocol's error event, never a silent stop.
+gone out, a failure becomes the caller protocol's error event, never a silent stop. Every read
+from the upstream is bounded (`pool.dispatch.next_chunk`): `first_byte_timeout` until the first
+event, `idle_timeout` between two pieces after it, `request_timeout` overall.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pool.dispatch import Exchange
+from pool.dispatch import Exchange, next_chunk
 from pool.health import ErrorClass, Verdict, embedded_error, network_failure, outdated_text
 from pool.transport import TransportError
 
@@ -71,32 +71,37 @@ class Prefetched:
 
 
 async def prefetch(exchange: Exchange, decoder: StreamDecoder) -> Prefetched | Verdict:
-    """Reads until the first real event. A stream that fails or ends before it is a failure of
-    the account, and the request can still go to another one. So is an answer that is Google
-    refusing the client's version: its text is read until it is told apart from a real one."""
+    """Reads until the first real event. A stream that fails, stalls or ends before it is a
+    failure of the account, and the request can still go to another one. So is an answer that is
+    Google refusing the client's version: its text is read until it is told apart from a real
+    one. Nothing has reached the caller yet, so an error among the first events counts too."""
     chunks = exchange.response.aiter_bytes()
     raw: list[bytes] = []
     events: list[c.Event] = []
     screen = exchange.account.kind == "google"
     try:
-        async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
-            async for chunk in chunks:
-                raw.append(chunk)
-                events += decoder.feed(chunk)
-                if events and not (screen and _undecided(events)):
-                    break
-            else:
-                events += decoder.close()
-    except (TransportError, TimeoutError) as e:
+        while (chunk := await next_chunk(chunks, exchange, first_event=True)) is not None:
+            raw.append(chunk)
+            events += decoder.feed(chunk)
+            if events and not (screen and _undecided(events)):
+                break
+        else:
+            events += decoder.close()
+    except TransportError as e:
         return network_failure(e)
-    if events and not isinstance(events[0], c.StreamError):
+    failed = _failure(events)
+    if events and failed is None:
         if screen and outdated_text(_text(events)):
             return Verdict(ErrorClass.CLIENT_OUTDATED, _text(events)[:300], 200)
         return Prefetched(raw, events, chunks)
-    message = events[0].message if events else "empty stream"  # type: ignore[union-attr]
+    message = failed.message if failed is not None else "empty stream"
     return embedded_error(b"".join(raw)) or Verdict(
         ErrorClass.SERVER, f"upstream stream failed before its first event: {message}", 200
     )
+
+
+def _failure(events: list[c.Event]) -> c.StreamError | None:
+    return next((e for e in events if isinstance(e, c.StreamError)), None)
 
 
 def _text(events: list[c.Event]) -> str:
@@ -120,20 +125,22 @@ class Whole:
 
 async def collect(exchange: Exchange, decoder: StreamDecoder) -> Whole | Verdict:
     """The whole of a streamed answer, judged as `prefetch` judges its start; a stream that
-    breaks or fails later is a failure of the account too (nothing went to the caller yet)."""
+    breaks, stalls or fails later is a failure of the account too (nothing went to the caller yet)."""
     start = await prefetch(exchange, decoder)
     if isinstance(start, Verdict):
         return start
     raw, events = list(start.raw), list(start.events)
     try:
-        async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
-            async for chunk in start.chunks:
-                raw.append(chunk)
-                events += decoder.feed(chunk)
-        events += decoder.close()
-    except (TransportError, TimeoutError) as e:
+        while (chunk := await next_chunk(start.chunks, exchange)) is not None:
+            raw.append(chunk)
+            events += decoder.feed(chunk)
+            if _failure(events):
+                break
+        else:
+            events += decoder.close()
+    except TransportError as e:
         return network_failure(e)
-    if failed := next((e for e in events if isinstance(e, c.StreamError)), None):
+    if failed := _failure(events):
         return Verdict(ErrorClass.SERVER, f"upstream stream failed: {failed.message}", 200)
     return Whole(b"".join(raw), events)
 
@@ -156,21 +163,24 @@ async def body(
         yield head + output.chunk(start.raw[-1], start.events)
         closing: list[c.Event]
         try:
-            async with asyncio.timeout(max(exchange.deadline - time.monotonic(), 0.001)):
-                async for chunk in start.chunks:
-                    events = decoder.feed(chunk)
-                    observe(events)
-                    if out := output.chunk(chunk, events):
-                        yield out
-            closing = decoder.close()
-        except TimeoutError:
-            verdict = Verdict(ErrorClass.TIMEOUT, "the upstream did not finish within request_timeout")
-            closing = [c.StreamError(verdict.message, 504, "timeout")]
+            while (chunk := await next_chunk(start.chunks, exchange)) is not None:
+                events = decoder.feed(chunk)
+                if _failure(events):  # a broken answer ends here: its error, not the rest, goes out
+                    closing = events
+                    break
+                observe(events)
+                if out := output.chunk(chunk, events):
+                    yield out
+            else:
+                closing = decoder.close()
         except TransportError as e:
             verdict = network_failure(e)
-            closing = [c.StreamError(f"the upstream connection broke mid-stream: {verdict.message}", 502)]
+            if e.timeout:
+                closing = [c.StreamError(f"the upstream stopped answering: {e}", 504, "timeout")]
+            else:
+                closing = [c.StreamError(f"the upstream connection broke mid-stream: {verdict.message}", 502)]
         observe(closing)
-        failed = next((e for e in closing if isinstance(e, c.StreamError)), None)
+        failed = _failure(closing)
         if verdict is None and failed is not None:
             verdict = Verdict(ErrorClass.SERVER, failed.message, 200)
         finished = True

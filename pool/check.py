@@ -18,8 +18,8 @@ from typing import Any
 
 from . import catalog, google, upstreams
 from .accounts import Account
-from .dispatch import Call, Dispatcher, Exchange
-from .health import ErrorClass, Verdict, embedded_error, outdated_text
+from .dispatch import Call, Dispatcher, Exchange, read_body
+from .health import ErrorClass, Verdict, embedded_error, network_failure, outdated_text
 from .pool import Pool
 from .state import ACCOUNT_SCOPE
 from .transport import TransportError
@@ -172,9 +172,9 @@ class Checker:
 async def _read(exchange: Exchange, dialect: str) -> str | Verdict:
     """The answer's text, or why it is no answer (an error inside a 200, the outdated-client text)."""
     try:
-        raw = await exchange.response.aread()
+        raw = await read_body(exchange)
     except TransportError as e:
-        return Verdict(ErrorClass.NETWORK, f"the answer broke off: {e}")
+        return network_failure(e) if e.timeout else Verdict(ErrorClass.NETWORK, f"the answer broke off: {e}")
     finally:
         await exchange.response.aclose()
     if (verdict := embedded_error(raw)) is not None:

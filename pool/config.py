@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .files import write_atomic
 from .mapping import lookup
 
 DEFAULT_CLIENT_VERSION = "4.3.0"
+# Seconds one upstream attempt may take to its status and first event, and an answer may stay
+# silent mid-way, when the config does not say (never above its request_timeout).
+DEFAULT_WAITS = {"first_byte_timeout": 60, "idle_timeout": 60}
 
 AuthMode = Literal["off", "strict", "all_except_health", "auto"]
 Scheduling = Literal["balance", "cache_first", "performance_first"]
@@ -66,6 +69,26 @@ class ProxyConfig(_Section):
     @property
     def max_body(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    first_byte_timeout: float = Field(DEFAULT_WAITS["first_byte_timeout"], gt=0)
+    idle_timeout: float = Field(DEFAULT_WAITS["idle_timeout"], gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _waits_fit(cls, data: Any) -> Any:
+        """Unset waits default to at most request_timeout: lowering that alone stays valid."""
+        limit = data.get("request_timeout") if isinstance(data, dict) else None
+        if isinstance(limit, int | float) and not isinstance(limit, bool) and limit > 0:
+            data = {**{k: min(v, limit) for k, v in DEFAULT_WAITS.items()}, **data}
+        return data
+
+    @field_validator("first_byte_timeout", "idle_timeout")
+    @classmethod
+    def _within_request_timeout(cls, value: float, info: ValidationInfo) -> float:
+        limit = info.data.get("request_timeout")
+        if limit is not None and value > limit:
+            raise ValueError(f"must not be above request_timeout ({limit:g} s)")
+        return value
 
     @property
     def listen_host(self) -> str:

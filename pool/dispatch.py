@@ -4,7 +4,9 @@ Everything here happens before the caller gets a byte, so a rate-limited account
 caller a little time and nothing else. The first good status ends the loop; its body is left
 unread for the caller's side to stream. At most `max_attempts` accounts are tried; within one
 account, Google's endpoints are tried in order, an expired token is refreshed once, and a
-capacity error is retried once after a short wait — as `health.POLICIES` says. When every
+capacity error is retried once after a short wait — as `health.POLICIES` says. An attempt that
+stays silent longer than `first_byte_timeout` (to its status and first event) or, later,
+`idle_timeout` (between two pieces of its answer) is a timeout like any other. When every
 account that could serve is at its `max_concurrent` (or being probed), the request waits for a
 slot instead of failing; a `cache_first` session waits a little for its own account.
 """
@@ -14,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,6 +79,36 @@ class Exchange:
     deadline: float  # time.monotonic() by which the whole exchange must end
     streamed: bool = False  # the upstream answers as a stream (also when the caller wants it whole)
     started: float = field(default_factory=time.monotonic)
+    first_event_by: float = math.inf  # time.monotonic() by which the first event must be in
+    idle: float = math.inf  # seconds the answer may stay silent once it has begun
+
+
+async def next_chunk(chunks: AsyncIterator[bytes], exchange: Exchange, *, first_event: bool = False) -> bytes | None:
+    """The answer's next piece (None at its end), read against the timeouts: before the first
+    event `first_byte_timeout` from the attempt's start, after it `idle_timeout` from the last
+    piece, and `request_timeout` always. Only time spent waiting on the upstream counts, never
+    time the caller takes to read. A timeout raises `TransportError(timeout=True)`."""
+    now = time.monotonic()
+    if first_event:
+        by, limit = exchange.first_event_by, "no first event within first_byte_timeout"
+    else:
+        by, limit = now + exchange.idle, f"silent for {exchange.idle:g} s mid-answer, past idle_timeout"
+    if exchange.deadline <= by:
+        by, limit = exchange.deadline, "request_timeout ran out"
+    try:
+        async with asyncio.timeout(max(by - now, 0)):
+            return await anext(chunks, None)
+    except TimeoutError:
+        raise TransportError(limit, timeout=True) from None
+
+
+async def read_body(exchange: Exchange) -> bytes:
+    """A whole (small, or non-streamed) answer, its pieces read as `next_chunk` reads them."""
+    chunks = exchange.response.aiter_bytes()
+    body = bytearray()
+    while (chunk := await next_chunk(chunks, exchange)) is not None:
+        body += chunk
+    return bytes(body)
 
 
 class DispatchError(Exception):
@@ -190,6 +223,7 @@ class Dispatcher:
         attempts: list[Attempt],
         deadline: float,
     ) -> Exchange | Verdict:
+        config = self.pool.config
         dialect = upstreams.DIALECTS[account.kind]
         model = call.model
         streamed = upstreams.streams(account, call.operation, call.stream)
@@ -203,23 +237,32 @@ class Dispatcher:
             attempts.append(Attempt(account.id, account.name, "oauth", e.verdict.status, e.verdict.error_class, 0.0))
             return e.verdict
         verdict = Verdict(ErrorClass.NETWORK, "no endpoint")
-        for base in upstreams.endpoints(account, self.pool.config):
+        for base in upstreams.endpoints(account, config):
             refreshed = retried = False
             while True:
                 target = upstreams.target(
                     account, base, call.operation, model=model, stream=call.stream, body=body,
-                    credential=credential, config=self.pool.config, project=project, session=call.session,
+                    credential=credential, config=config, project=project, session=call.session,
                 )
                 target.headers.update(call.forward.get(dialect, {}))
                 started = time.monotonic()
-                result = await self._post(target, streamed, deadline)
+                # A stream's status and first event must come within first_byte_timeout; a whole
+                # answer's status comes only once the answer is done: request_timeout bounds it.
+                first_by = min(started + config.proxy.first_byte_timeout, deadline) if streamed else deadline
+                result = await self._post(target, streamed, first_by, deadline)
                 ms = (time.monotonic() - started) * 1000
                 host = urlsplit(target.url).hostname or "?"
-                if isinstance(result, Response) and result.status_code < 400:
+                if isinstance(result, Response) and result.status_code < 400 and not _is_html(result):
                     attempts.append(Attempt(account.id, account.name, host, result.status_code, "ok", ms))
                     self.pool.answered(lease)
-                    return Exchange(result, account, dialect, model, attempts, lease, deadline, streamed)
-                verdict = result if isinstance(result, Verdict) else await self._verdict(result)
+                    return Exchange(
+                        result, account, dialect, model, attempts, lease, deadline, streamed,
+                        first_event_by=first_by, idle=config.proxy.idle_timeout,
+                    )
+                if isinstance(result, Verdict):
+                    verdict = result
+                else:
+                    verdict = await self._verdict(result, min(deadline, time.monotonic() + config.proxy.idle_timeout))
                 attempts.append(Attempt(account.id, account.name, host, verdict.status, verdict.error_class, ms))
                 step = verdict.policy.step
                 if step is Step.REFRESH and account.kind == "google" and not refreshed:
@@ -245,8 +288,9 @@ class Dispatcher:
         token = await self.pool.access_token(account)
         return token, await self.pool.project(account)
 
-    async def _post(self, target: upstreams.Target, stream: bool, deadline: float) -> Response | Verdict:
-        remaining = deadline - time.monotonic()
+    async def _post(self, target: upstreams.Target, stream: bool, by: float, deadline: float) -> Response | Verdict:
+        """Sends the request; its status must be in by `by` (time.monotonic())."""
+        remaining = by - time.monotonic()
         if remaining <= 0:
             return Verdict(ErrorClass.TIMEOUT, "request_timeout reached before the upstream answered")
         headers = {
@@ -259,20 +303,17 @@ class Dispatcher:
         try:
             return await self.transport.request("POST", target.url, headers=headers, content=content, timeout=remaining)
         except TransportError as e:
+            if e.timeout and time.monotonic() >= by - 0.05:  # our limit, not a connect timeout
+                e = TransportError("request_timeout ran out" if by >= deadline else "no status within first_byte_timeout", timeout=True)
             return network_failure(e)
 
     @staticmethod
-    async def _verdict(response: Response) -> Verdict:
-        try:
-            raw = b""
-            async for chunk in response.aiter_bytes():
-                raw += chunk
-                if len(raw) >= ERROR_BODY_LIMIT:
-                    break
-        except TransportError:
-            pass
-        finally:
-            await response.aclose()
+    async def _verdict(response: Response, by: float) -> Verdict:
+        raw = await _error_body(response, by)
+        if response.status_code < 400:  # an HTML page (a proxy's or a portal's) where an answer belongs
+            title = _TITLE.search(raw)
+            page = f" ({' '.join(title.group(1).decode('utf-8', 'replace').split())[:100]})" if title else ""
+            return Verdict(ErrorClass.SERVER, f"upstream answered {response.status_code} with an HTML page{page}", response.status_code)
         return classify(response.status_code, response.headers, raw)
 
     @staticmethod
@@ -329,3 +370,28 @@ class Dispatcher:
         return DispatchError(
             status, message, error_class=last.error_class, retry_after=retry_after, attempts=attempts,
         )
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.I | re.S)
+
+
+def _is_html(response: Response) -> bool:
+    """An HTML page is never an upstream's answer (every upstream speaks JSON or SSE)."""
+    return response.headers.get("content-type", "").lower().lstrip().startswith("text/html")
+
+
+async def _error_body(response: Response, by: float) -> bytes:
+    """The start of a refusal's body (enough to read the error, by `by` at the latest), then the
+    connection is let go."""
+    raw = b""
+    try:
+        async with asyncio.timeout(max(by - time.monotonic(), 0)):
+            async for chunk in response.aiter_bytes():
+                raw += chunk
+                if len(raw) >= ERROR_BODY_LIMIT:
+                    break
+    except (TransportError, TimeoutError):
+        pass
+    finally:
+        await response.aclose()
+    return raw

@@ -103,16 +103,16 @@ POLICIES: dict[ErrorClass, Policy] = {
         advice="the request was refused as it is: the message says what the upstream objects to"),
     ErrorClass.SERVER: Policy(
         Step.NEXT_ENDPOINT, "model", 5, 5 * MINUTE, 502,
-        trigger="5xx, 408, an unreadable or empty answer, an error inside a 200",
+        trigger="5xx, 408, an unreadable, cut-off or empty answer, an HTML page or an error inside a 200",
         advice="nothing to do: an upstream fault; the account serves again after its cooldown"),
     ErrorClass.NETWORK: Policy(
         Step.NEXT_ENDPOINT, "account", 5, 5 * MINUTE, 502,
-        trigger="connection refused, reset or broken",
+        trigger="connection refused, reset or broken (also after the headers)",
         advice="check the network path to the upstream (base URL, proxy, firewall)"),
     ErrorClass.TIMEOUT: Policy(
         Step.NEXT_ACCOUNT, "model", 15, 5 * MINUTE, 504,
-        trigger="no answer within `request_timeout`",
-        advice="nothing to do unless it repeats: then check the network, or raise request_timeout"),
+        trigger="no status and first event within `first_byte_timeout`, silent for `idle_timeout` mid-answer, or not done within `request_timeout`",
+        advice="nothing to do unless it repeats: then check the network, or raise the timeout the message names"),
     ErrorClass.CLIENT_OUTDATED: Policy(
         Step.GIVE_UP, None, 0, 0, 502,
         trigger="\"This version of Antigravity is no longer supported\" (an error, or the whole answer)",

@@ -22,7 +22,7 @@ from .files import PRIVATE
 
 log = logging.getLogger("switchyard.ledger")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BATCH_MAX = 1000  # rows per transaction at most
 QUEUE_MAX = 100_000  # rows waiting at most; past that new rows are dropped, with a warning
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
@@ -50,6 +50,9 @@ class Record:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    # The error classes of the upstream attempts that failed, in order ("timeout,server"), also
+    # when a later attempt served: what a request that looks fine went through.
+    attempt_errors: str | None = None
 
 
 COLUMNS = tuple(f.name for f in fields(Record))
@@ -73,10 +76,13 @@ CREATE TABLE IF NOT EXISTS requests (
     input_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
     cached_tokens INTEGER NOT NULL DEFAULT 0,
-    reasoning_tokens INTEGER NOT NULL DEFAULT 0
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    attempt_errors TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 """
+# Columns added since the first schema, with their declarations: an older file gets them.
+_ADDED = {"attempt_errors": "TEXT"}
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -96,7 +102,12 @@ def connect(path: Path) -> sqlite3.Connection:
         raise sqlite3.DatabaseError(f"{path} was written by a newer switchyard (schema {version})")
     if version < SCHEMA_VERSION:
         db.executescript(_DDL)
+        present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+        for name, declaration in _ADDED.items():
+            if name not in present:
+                db.execute(f"ALTER TABLE requests ADD COLUMN {name} {declaration}")
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.commit()
     return db
 
 

@@ -111,6 +111,10 @@ class Pool:
     def in_flight(self, account_id: str) -> int:
         return self._in_flight.get(account_id, 0)
 
+    def leases(self) -> dict[str, int]:
+        """Requests in flight, by account (those with any)."""
+        return {account_id: n for account_id, n in self._in_flight.items() if n}
+
     def serves(self, account: Account, model: str) -> bool:
         """Whether the account can serve the model at all (cooldowns and quota aside): a Google
         account serves what its fetchAvailableModels lists, once known; others their globs."""

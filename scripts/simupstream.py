@@ -79,12 +79,19 @@ kind. Housekeeping calls (loadCodeAssist, onboardUser, fetchAvailableModels, mod
 only rules that name an endpoint or path, and OAuth calls only rules with kind "oauth", so a
 "429 for this account" rule hits generation and nothing else.
 Actions: an HTTP status ("400" ... "529": that error in the upstream's dialect), "stall"
-(seconds, or until the client leaves), "drop" (after_events, or before any byte), "garbage",
-"slow" (chunk_delay), "error200" (a 200 whose body, or only stream event, is the error).
+(seconds, or until the client leaves; before the status, or with after_events after the headers
+and that many events - a whole body: after its headers), "drop" (after_events, or before any
+byte), "garbage" (a body or stream no client can parse; a stream with after_events: that many
+good events, then one that is not JSON), "truncate" (a whole body cut in half; a stream cut in
+the middle of the event after after_events, default 1, then ended), "reset" (a TCP reset after
+the headers and after_events events, default 0), "html" (a 200 whose body is a proxy's HTML error
+page), "slow" (chunk_delay), "error200" (a 200 whose body, or only stream event, is the error).
 Params: reason, message (a quota hint in it, e.g. "reset after 1h2m3s", is the only one some
 answers carry), retry_delay, retry_after, quota_reset_delay, quota_reset_timestamp,
 validation_url, rpc (the RPC status, e.g. "FAILED_PRECONDITION"; default the code's usual one),
-status (error200 only: the carried error's code, default 400), seconds, after_events, chunk_delay.
+status (error200 only: the carried error's code, default 400), seconds, after_events, chunk_delay
+(slow, and the pace of any other action's events: a fault after some events then comes that much
+after the last of them).
 """
 
 from __future__ import annotations

@@ -92,3 +92,23 @@ def test_host_and_origin_lists_are_kept_lower_case():
     assert proxy.allowed_hosts == ["box.lan:8045", "[::1]"]
     assert proxy.cors_origins == ["https://app.example.com:8443"]
     assert proxy.max_body == 64 * 1024 * 1024  # the default fits large image prompts
+
+
+def test_the_two_waits_fit_inside_request_timeout(tmp_path):
+    proxy = cfg.parse({}).proxy
+    assert (proxy.request_timeout, proxy.first_byte_timeout, proxy.idle_timeout) == (600, 60, 60)
+    assert tomllib.loads(cfg.load(tmp_path / "config.toml").to_toml().decode())["proxy"]["idle_timeout"] == 60
+    # Left out, they shrink with a shorter request_timeout; given, they must fit in it.
+    short = cfg.parse({"proxy": {"request_timeout": 20}}).proxy
+    assert (short.first_byte_timeout, short.idle_timeout) == (20, 20)
+    given = cfg.parse({"proxy": {"request_timeout": 30, "first_byte_timeout": 5, "idle_timeout": 30}}).proxy
+    assert (given.first_byte_timeout, given.idle_timeout) == (5, 30)
+    for key, value, needle in [
+        ("first_byte_timeout", 31, "proxy.first_byte_timeout: must not be above request_timeout (30 s) (got 31)"),
+        ("idle_timeout", 45, "proxy.idle_timeout: must not be above request_timeout (30 s) (got 45)"),
+        ("idle_timeout", 0, "proxy.idle_timeout: Input should be greater than 0"),
+        ("first_byte_timeout", -1, "proxy.first_byte_timeout: Input should be greater than 0"),
+    ]:
+        with pytest.raises(cfg.ConfigError) as caught:
+            cfg.parse({"proxy": {"request_timeout": 30, key: value, "api_key": "sk-secret-key"}})
+        assert needle in str(caught.value) and "sk-secret-key" not in str(caught.value)

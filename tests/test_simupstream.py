@@ -155,6 +155,115 @@ def test_garbage_and_slow(sim: SimUpstream, client: httpx.Client) -> None:
     assert len(sse_data(r.text)) == 3 and time.monotonic() - start >= 0.1
 
 
+GEMINI_STREAM = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+GEMINI_WHOLE = "/v1beta/models/gemini-2.5-flash:generateContent"
+
+
+def _stream_blocks(client: httpx.Client, path: str, **params: str) -> tuple[int, list[str], bool]:
+    """Status, the SSE blocks received, and whether the body ended cleanly."""
+    body = b""
+    try:
+        with client.stream("POST", path, params=params, headers={"x-goog-api-key": GOOGLE_KEY},
+                           json={"contents": [user("one two three four five six")]}) as r:
+            for chunk in r.iter_bytes():
+                body += chunk
+    except httpx.RemoteProtocolError:
+        return r.status_code, body.decode().replace("\r\n", "\n").split("\n\n"), False
+    return r.status_code, body.decode().replace("\r\n", "\n").split("\n\n"), True
+
+
+def test_garbage_after_good_events(sim: SimUpstream, client: httpx.Client) -> None:
+    sim.behave("garbage", times=1, after_events=2)
+    status, blocks, clean = _stream_blocks(client, GEMINI_STREAM, alt="sse")
+    assert status == 200 and clean
+    assert [json.loads(b[6:])["candidates"][0]["content"]["parts"][0]["text"] for b in blocks[:2]]
+    assert blocks[2].startswith("data: {") and "<<not json>>" in blocks[2]
+    with pytest.raises(ValueError):
+        json.loads(blocks[2][6:])
+    sim.behave("garbage", times=1, after_events=1)  # the JSON-array form breaks as an array
+    r = client.post(GEMINI_STREAM, headers={"x-goog-api-key": GOOGLE_KEY}, json={"contents": [user("x y z")]})
+    assert r.text.startswith("[{") and r.text.endswith("<<not json>>")
+
+
+def test_truncate_cuts_an_event_or_the_body_in_half(sim: SimUpstream, client: httpx.Client) -> None:
+    sim.behave("truncate", times=1, after_events=1)
+    status, blocks, clean = _stream_blocks(client, GEMINI_STREAM, alt="sse")
+    assert status == 200 and clean  # the HTTP body ends properly: only the JSON inside is cut
+    assert json.loads(blocks[0][6:])["candidates"]
+    assert len(blocks) == 2 and blocks[1].startswith("data: {")
+    with pytest.raises(ValueError):
+        json.loads(blocks[1][6:])
+    sim.behave("truncate", times=1)
+    r = client.post(GEMINI_WHOLE, headers={"x-goog-api-key": GOOGLE_KEY}, json={"contents": [user("x")]})
+    assert r.status_code == 200 and r.text.startswith('{"candidates"')
+    with pytest.raises(ValueError):
+        r.json()
+
+
+def test_stall_after_events_holds_the_stream_open(sim: SimUpstream) -> None:
+    sim.behave("stall", times=1, after_events=1)
+    received = b""
+    with httpx.Client(base_url=sim.url, timeout=httpx.Timeout(5, read=0.5)) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            with c.stream("POST", GEMINI_STREAM, params={"alt": "sse"}, headers={"x-goog-api-key": GOOGLE_KEY},
+                          json={"contents": [user("one two three")]}) as r:
+                assert r.status_code == 200
+                for chunk in r.iter_bytes():
+                    received += chunk
+    assert received.count(b"data: ") == 1
+    assert sim.log()[-1]["status"] == 200 and sim.log()[-1]["action"] == "stall"
+    # A whole body: the headers come, the body does not (until `seconds` have passed).
+    sim.behave("stall", times=1, after_events=0, seconds=0.3)
+    start = time.monotonic()
+    with httpx.Client(base_url=sim.url, timeout=5) as c:
+        with c.stream("POST", GEMINI_WHOLE, headers={"x-goog-api-key": GOOGLE_KEY},
+                      json={"contents": [user("x")]}) as r:
+            headers_at = time.monotonic() - start
+            r.read()
+    assert headers_at < 0.25 and time.monotonic() - start >= 0.3 and r.json()["candidates"]
+
+
+@pytest.mark.parametrize("path", [GEMINI_STREAM + "?alt=sse", GEMINI_WHOLE])
+def test_reset_after_the_headers(sim: SimUpstream, client: httpx.Client, path: str) -> None:
+    sim.behave("reset", times=1)
+    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+        with client.stream("POST", path, headers={"x-goog-api-key": GOOGLE_KEY}, json={"contents": [user("x")]}) as r:
+            assert r.status_code == 200
+            r.read()
+    assert sim.log()[-1]["action"] == "reset"
+    assert client.post(GEMINI_WHOLE, headers={"x-goog-api-key": GOOGLE_KEY},
+                       json={"contents": [user("again")]}).status_code == 200
+
+
+def test_reset_after_events_and_with_a_raw_socket(sim: SimUpstream) -> None:
+    sim.behave("reset", times=1, after_events=2)
+    body = json.dumps({"contents": [user("one two three")]}).encode()
+    head = (f"POST {GEMINI_STREAM}?alt=sse HTTP/1.1\r\nhost: x\r\nx-goog-api-key: {GOOGLE_KEY}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((sim.host, sim.port), timeout=5) as s:
+        s.sendall(head + body)
+        received = b""
+        with pytest.raises(ConnectionResetError):
+            while chunk := s.recv(65536):
+                received += chunk
+    assert received.startswith(b"HTTP/1.1 200") and received.count(b"data: ") == 2
+
+
+@pytest.mark.parametrize("path", [GEMINI_STREAM + "?alt=sse", GEMINI_WHOLE])
+def test_html_page_with_a_200(sim: SimUpstream, client: httpx.Client, path: str) -> None:
+    sim.behave("html", times=1)
+    r = client.post(path, headers={"x-goog-api-key": GOOGLE_KEY}, json={"contents": [user("x")]})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "<title>502 Bad Gateway</title>" in r.text
+
+
+def test_new_actions_check_their_parameters(sim: SimUpstream) -> None:
+    with pytest.raises(ValueError, match="wrong type"):
+        sim.behave("reset", after_events="two")
+    with pytest.raises(ValueError, match="error200 only"):
+        sim.behave("truncate", status=500)
+
+
 # --------------------------------------------------------------------------- Gemini API
 
 

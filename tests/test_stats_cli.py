@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -128,6 +129,22 @@ def test_a_ledger_from_a_newer_version_is_refused(tmp_path):
     db.close()
     with pytest.raises(sqlite3.DatabaseError, match="newer"):
         ledger_module.connect(path)
+
+
+def test_a_ledger_of_the_first_schema_gains_the_attempt_errors_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "usage.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(ledger_module._DDL.replace(",\n    attempt_errors TEXT", ""))
+    db.execute("INSERT INTO requests (at, protocol, operation, attempts) VALUES (?, 'openai_chat', 'generate', 1)", (NOW,))
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    write(path, [dataclasses.replace(record(NOW), attempt_errors="timeout,server")])
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT attempts, attempt_errors FROM requests ORDER BY id").fetchall()
+    assert rows == [(1, None), (1, "timeout,server")]
+    assert db.execute("PRAGMA user_version").fetchone()[0] == ledger_module.SCHEMA_VERSION
+    db.close()
 
 
 # --- switchyard stats ---------------------------------------------------------------------------------

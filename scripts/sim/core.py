@@ -43,8 +43,10 @@ class Reply:
     events: list[bytes] | None = None  # a streamed body, one chunk per event
     latency: float = 0.0
     chunk_delay: float | None = None
-    stall: float | None = None  # hold this long before answering (inf: until the client leaves)
+    stall: float | None = None  # hold this long before answering (inf: until the client leaves)...
+    hold_at: int | None = None  # ...or after the headers and this many events (a whole body: its headers)
     drop_after: int | None = None  # close abruptly after this many events (0: before any byte)
+    reset_at: int | None = None  # reset the connection after the headers and this many events
 
 
 def json_reply(obj: JSON, status: int = 200) -> Reply:

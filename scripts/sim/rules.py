@@ -11,7 +11,8 @@ from .core import Ctx, Reply
 from .errors import ERRORS, Fail, error_body
 from .util import dumps
 
-ACTIONS = {str(s) for s in ERRORS if s != 413} | {"stall", "drop", "garbage", "slow", "error200"}
+ACTIONS = {str(s) for s in ERRORS if s != 413} | {"stall", "drop", "garbage", "slow", "error200", "truncate",
+                                                  "reset", "html"}
 MATCH_KEYS = {"account", "model", "endpoint", "path", "kind"}
 RULE_PARAMS: dict[str, tuple[type, ...]] = {  # behave() parameters and the JSON types they take
     "reason": (str,), "message": (str,), "retry_delay": (str,), "retry_after": (int, float, str),
@@ -77,20 +78,43 @@ def apply(rule: Rule, ctx: Ctx, make: Callable[[], Reply]) -> Reply:
         raise rule_fail(int(rule.action), p, ctx)
     if rule.action == "error200":
         return error200(rule_fail(p.get("status") or 400, p, ctx), ctx)
-    if rule.action == "garbage":
+    after = p.get("after_events")
+    if rule.action == "html":
+        return Reply(200, HTML_PAGE, ctype="text/html; charset=utf-8")
+    if rule.action == "garbage" and (after is None or not ctx.stream):
         return garbage(ctx.stream)
-    if rule.action == "stall" and p.get("seconds") is None:
+    if rule.action == "stall" and p.get("seconds") is None and after is None:
         return Reply(0, stall=math.inf)
     if rule.action == "drop" and not ctx.stream:
         return Reply(0, drop_after=0)
     reply = make()
+    events = reply.events
+    if p.get("chunk_delay") is not None:  # any action that sends events may pace them
+        reply.chunk_delay = float(p["chunk_delay"])
     if rule.action == "stall":
-        reply.stall = float(p["seconds"])
+        reply.stall = math.inf if p.get("seconds") is None else float(p["seconds"])
+        if after is not None:
+            reply.hold_at = after if events is not None else 0
     elif rule.action == "slow":
         reply.chunk_delay = float(p.get("chunk_delay", 0.1))
     elif rule.action == "drop":
-        reply.drop_after = int(p.get("after_events", 1)) if reply.events is not None else 0
+        reply.drop_after = int(p.get("after_events", 1)) if events is not None else 0
+    elif rule.action == "reset":
+        reply.reset_at = (after or 0) if events is not None else 0
+    elif rule.action == "garbage" and events is not None:
+        reply.events = events[:after] + [GARBAGE_IN_ARRAY if _json_array(ctx) else GARBAGE_EVENT]
+    elif rule.action == "truncate":
+        if events is None:
+            reply.body = reply.body[:len(reply.body) // 2]
+        elif events:
+            cut = min(1 if after is None else after, len(events) - 1)
+            reply.events = events[:cut] + [events[cut][:len(events[cut]) // 2]]
     return reply
+
+
+def _json_array(ctx: Ctx) -> bool:
+    """Google's streams asked for without ?alt=sse come as a JSON array, not as SSE."""
+    return ctx.kind in ("google", "gemini") and not ctx.sse
 
 
 def rule_fail(status: int, p: dict[str, Any], ctx: Ctx) -> Fail:
@@ -122,6 +146,13 @@ def error200(f: Fail, ctx: Ctx) -> Reply:
         return Reply(200, events=[b"[" + body + b"\n]"])
     end = b"\r\n\r\n" if ctx.kind in ("google", "gemini") else b"\n\n"
     return Reply(200, ctype="text/event-stream; charset=utf-8", events=[b"data: " + body + end])
+
+
+# A proxy's error page where an answer belongs (load balancers, captive portals, CDNs).
+HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
+             b"<body><h1>Bad Gateway</h1><p>The upstream server is unreachable.</p></body></html>\n")
+GARBAGE_EVENT = b'data: {"candidates": [{"content": <<not json>>\n\n'
+GARBAGE_IN_ARRAY = b'\n,{"candidates": [{"content": <<not json>>'
 
 
 def garbage(stream: bool) -> Reply:

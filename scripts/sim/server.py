@@ -7,6 +7,8 @@ import argparse
 import asyncio
 import math
 import signal
+import socket
+import struct
 import threading
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -186,23 +188,24 @@ class SimUpstream(SimState):
         """Writes one reply with its timing and misbehaviour; False when the connection must end."""
         if reply.latency:
             await asyncio.sleep(reply.latency)
-        if reply.stall is not None and await self._hold(conn, reader, reply.stall):
+        if reply.stall is not None and reply.hold_at is None and await self._hold(conn, reader, reply.stall):
             return False
         if reply.drop_after == 0:
             return False
         headers = [("content-type", reply.ctype), ("server", "simupstream"), *reply.headers]
         if reply.events is None:
             headers.append(("content-length", str(len(reply.body))))
-            out = conn.send(h11.Response(status_code=reply.status, headers=headers))
-            if reply.body:
-                out += conn.send(h11.Data(data=reply.body))
-            writer.write(out + conn.send(h11.EndOfMessage()))
+            writer.write(conn.send(h11.Response(status_code=reply.status, headers=headers)))
+            if await self._interrupt(conn, reader, writer, reply, 0):
+                return False
+            writer.write((conn.send(h11.Data(data=reply.body)) if reply.body else b"") + conn.send(h11.EndOfMessage()))
             await writer.drain()
             return True
         headers.append(("cache-control", "no-cache"))
         head = conn.send(h11.Response(status_code=reply.status, headers=headers))
         fragment = self.conf["fragment"]
-        if not reply.chunk_delay and not fragment and reply.drop_after is None:
+        broken = reply.drop_after is not None or reply.hold_at is not None or reply.reset_at is not None
+        if not reply.chunk_delay and not fragment and not broken:
             # Nothing to pace: one write (the benchmark baseline should cost the least it can).
             body = b"".join(conn.send(h11.Data(data=e)) for e in reply.events)
             writer.write(head + body + conn.send(h11.EndOfMessage()))
@@ -210,11 +213,10 @@ class SimUpstream(SimState):
             return True
         writer.write(head)
         for i, event in enumerate(reply.events):
-            if reply.drop_after is not None and i >= reply.drop_after:
-                await writer.drain()
-                return False  # closing now leaves the chunked body without its terminator
             if i and reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
+            if await self._interrupt(conn, reader, writer, reply, i):
+                return False
             if fragment and len(event) > 1:
                 half = len(event) // 2
                 writer.write(conn.send(h11.Data(data=event[:half])))
@@ -223,12 +225,36 @@ class SimUpstream(SimState):
             writer.write(conn.send(h11.Data(data=event)))
             if reply.chunk_delay or fragment:
                 await writer.drain()
+        ending = len(reply.events)
+        if reply.chunk_delay and ending in (reply.hold_at, reply.reset_at, reply.drop_after):
+            await asyncio.sleep(reply.chunk_delay)  # a misbehaviour after the last event comes at the same pace
+        if await self._interrupt(conn, reader, writer, reply, ending):
+            return False
         await writer.drain()
         if reply.drop_after is not None:
             return False  # asked to drop after more events than there were: still no terminator
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
         return True
+
+    async def _interrupt(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         reply: Reply, sent: int) -> bool:
+        """The misbehaviour due once `sent` events (of a whole body: none) are out; True when the
+        connection ends here: closed (drop), reset, or left by the client during a hold."""
+        if reply.drop_after is not None and sent >= reply.drop_after:
+            await writer.drain()
+            return True  # closing now leaves the chunked body without its terminator
+        if reply.reset_at == sent:
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # with a zero linger: a TCP reset, not a close
+            return True
+        if reply.hold_at == sent:
+            await writer.drain()
+            return await self._hold(conn, reader, reply.stall if reply.stall is not None else math.inf)
+        return False
 
     @staticmethod
     async def _hold(conn: h11.Connection, reader: asyncio.StreamReader, seconds: float) -> bool:

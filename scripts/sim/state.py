@@ -250,7 +250,7 @@ class SimState:
                 reply.latency = self.conf["latency"]
             if reply.chunk_delay is None:
                 reply.chunk_delay = self.conf["chunk_delay"]
-            status = 0 if reply.drop_after == 0 or reply.stall == math.inf else reply.status
+            status = 0 if reply.drop_after == 0 or (reply.stall == math.inf and reply.hold_at is None) else reply.status
             self._log.append({"t": time.time(), "kind": ctx.kind, "account": ctx.who.label if ctx.who else None,
                               "path": ctx.path, "model": ctx.model, "stream": ctx.stream, "status": status,
                               "action": ctx.action, "session": ctx.session})
