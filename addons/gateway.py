@@ -59,7 +59,7 @@ class Gateway:
         config = self.settings.config
         if config is None or self.pool is not None:
             return
-        self.transport = Transport()
+        self.transport = Transport(proxy=config.network.proxy or None)
         self.pool = Pool(config, self.settings.home, self.transport)
         self.dispatcher = Dispatcher(self.pool)
         loop = asyncio.get_running_loop()

@@ -257,7 +257,7 @@ class Dispatcher:
         }
         content = json.dumps(target.body, separators=(",", ":"), ensure_ascii=False).encode()
         try:
-            return await self.transport.request("POST", target.url, headers=headers, content=content, timeout=remaining)
+            return await self.transport.via(target.proxy).request("POST", target.url, headers=headers, content=content, timeout=remaining)
         except TransportError as e:
             return network_failure(e)
 

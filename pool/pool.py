@@ -105,6 +105,10 @@ class Pool:
     def accounts(self) -> list[Account]:
         return self.store.accounts
 
+    def transport_for(self, account: Account) -> Transport:
+        """The upstream client as this account uses it: through its own proxy, if it has one."""
+        return self.transport.via(account.proxy)
+
     def account_state(self, account_id: str) -> AccountState:
         return self.state.of(account_id)
 
@@ -430,7 +434,7 @@ class Pool:
                 return state.access_token  # type: ignore[return-value]
             upstream = self.config.upstreams.antigravity
             client_id, client_secret = upstream.oauth_client
-            token = await google.refresh_token(self.transport, upstream.token_url, client_id, client_secret, account.secret)
+            token = await google.refresh_token(self.transport_for(account), upstream.token_url, client_id, client_secret, account.secret)
             state.access_token = token.access_token
             state.access_expires_at = token.expires_at
             self._touch(state)
@@ -454,9 +458,9 @@ class Pool:
             if state.project:
                 return state.project
             upstream, token = self.config.upstreams.antigravity, self.token_source(account)
-            project, tier = await google.load_code_assist(self.transport, upstream, token)
+            project, tier = await google.load_code_assist(self.transport_for(account), upstream, token)
             if project is None:
-                project = await google.onboard(self.transport, upstream, token, tier)
+                project = await google.onboard(self.transport_for(account), upstream, token, tier)
                 state.onboarded = tier
                 log.info("account %s onboarded to Cloud Code (%s): project %s", account.name, tier, project)
             state.project = project
@@ -469,7 +473,7 @@ class Pool:
         upstream's model list, for callers' model lists."""
         if account.kind != "google":
             state = self.state.of(account.id)
-            state.listed = await catalog.list_models(self.transport, account, self.config)
+            state.listed = await catalog.list_models(self.transport_for(account), account, self.config)
             self._routes.clear()
             state.quota_fetched_at = time.time()
             self._quota_due[account.id] = state.quota_fetched_at + self._quota_interval()
@@ -477,7 +481,7 @@ class Pool:
             return
         project = await self.project(account)
         found = await google.fetch_available_models(
-            self.transport, self.config.upstreams.antigravity, self.token_source(account), project
+            self.transport_for(account), self.config.upstreams.antigravity, self.token_source(account), project
         )
         self.apply_quota(account.id, found)
 
