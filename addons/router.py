@@ -9,6 +9,7 @@ if _root not in sys.path:
     sys.path.append(_root)
 
 from addons.auth import ClientAuth  # noqa: E402
+from addons.clientkeys import ClientKeys  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.metrics import Metrics  # noqa: E402
 from addons.monitor import FlowCap, Monitor, Quiet  # noqa: E402
@@ -20,7 +21,9 @@ settings = Settings()
 gateway = Gateway(settings)
 metrics = Metrics(lambda: gateway.pool)
 ledger = UsageLedger(settings)
+keys = ClientKeys(settings)
 
 addons = [
-    settings, Quiet(), ClientAuth(settings), metrics, gateway, ledger, Monitor(ledger, metrics), FlowCap(settings),
+    settings, Quiet(), keys, ClientAuth(settings, keys), metrics, gateway, ledger, Monitor(ledger, metrics, keys),
+    FlowCap(settings),
 ]

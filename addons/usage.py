@@ -52,6 +52,11 @@ def record(flow: http.HTTPFlow, t: trace.Trace) -> Record:
         output_tokens=usage.output_tokens if usage else 0,
         cached_tokens=usage.cached_tokens if usage else 0,
         reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        key_id=t.key_id,
+        key_label=t.key,
+        background=t.background,
+        fallback_from=t.fallback_from,
+        fallback_reason=t.fallback_reason,
     )
 
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from . import check
 from . import config as config_file
-from . import login
-from . import stats
+from . import keycmd, login, stats
 from .accounts import KINDS, Account, AccountStore, StoreError, new_id
 from .config import Config, ConfigError
 from .google import GoogleError
+from .keys import KeysError
 from .health import POLICIES, ErrorClass
 from .paths import Home, home
 from .pool import Pool
@@ -463,6 +463,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_check)
 
     stats.add_command(commands)
+    keycmd.add_command(commands)
     return top
 
 
@@ -475,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         top.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = args.handler(args, home())
-    except (CliError, ConfigError, StoreError) as e:
+    except (CliError, ConfigError, StoreError, KeysError) as e:
         print(f"switchyard: {e}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:

@@ -22,7 +22,7 @@ from .files import PRIVATE
 
 log = logging.getLogger("switchyard.ledger")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BATCH_MAX = 1000  # rows per transaction at most
 QUEUE_MAX = 100_000  # rows waiting at most; past that new rows are dropped, with a warning
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
@@ -50,6 +50,11 @@ class Record:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    key_id: str | None = None  # the client key that called ("admin": the config's api_key; None: no key)
+    key_label: str | None = None  # its label then
+    background: str | None = None  # the background rule that sent it to `background_model`
+    fallback_from: str | None = None  # the model that could not serve, when a fallback did
+    fallback_reason: str | None = None  # why it could not (an error class, or quota_protected)
 
 
 COLUMNS = tuple(f.name for f in fields(Record))
@@ -77,6 +82,10 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 """
+# Columns added since the first schema, with their declarations: an older file gets them.
+_ADDED = {
+    "key_id": "TEXT", "key_label": "TEXT", "background": "TEXT", "fallback_from": "TEXT", "fallback_reason": "TEXT",
+}
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -96,8 +105,29 @@ def connect(path: Path) -> sqlite3.Connection:
         raise sqlite3.DatabaseError(f"{path} was written by a newer switchyard (schema {version})")
     if version < SCHEMA_VERSION:
         db.executescript(_DDL)
+        present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+        for name, declaration in _ADDED.items():
+            if name not in present:
+                db.execute(f"ALTER TABLE requests ADD COLUMN {name} {declaration}")
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.commit()
     return db
+
+
+def tokens_by_key(path: Path, since: float) -> dict[str, int]:
+    """Tokens (input + output) each client key used since `since`: the day's tally a restarted
+    gateway starts its daily limits from."""
+    if not path.exists():
+        return {}
+    db = connect(path)
+    try:
+        rows = db.execute(
+            "SELECT key_id, sum(input_tokens + output_tokens) FROM requests "
+            "WHERE at >= ? AND key_id IS NOT NULL GROUP BY key_id", (since,),
+        )
+        return {key_id: int(tokens or 0) for key_id, tokens in rows}
+    finally:
+        db.close()
 
 
 class Ledger:

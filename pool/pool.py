@@ -59,6 +59,7 @@ class Selection:
     cooling_for: set[str] = field(default_factory=set)  # the error classes of those cooldowns
     busy: bool = False  # some are healthy but at max_concurrent or being probed: a slot will free
     sticky_busy: bool = False  # the session's own account is healthy but at max_concurrent
+    protected: int = 0  # left out for being under quota protection (when asked to)
 
 
 @dataclass(slots=True)
@@ -213,7 +214,10 @@ class Pool:
         session: str | None = None,
         exclude: Iterable[str] = (),
         kinds: Collection[Kind] | None = None,
+        protected: bool = True,
     ) -> Selection:
+        """The accounts that may serve `model` now, best first; with `protected=False`, none
+        under quota protection for it (counted in `Selection.protected` instead)."""
         now = time.time()
         excluded = set(exclude)
         selection = Selection(ranked=[])
@@ -225,6 +229,9 @@ class Pool:
             if not self.serves(account, model):
                 continue
             selection.serving += 1
+            if not protected and self._tier(account, model)[0]:
+                selection.protected += 1
+                continue
             state = self.state.of(account.id)
             if (cooldown := state.cooling(model, now)) is not None:
                 selection.cooling_for.add(cooldown.error_class)
