@@ -16,7 +16,7 @@ from typing import Any
 
 from . import check
 from . import config as config_file
-from . import keycmd, login, stats
+from . import connect, keycmd, login, stats
 from .accounts import KINDS, Account, AccountStore, StoreError, new_id
 from .config import Config, ConfigError
 from .google import GoogleError
@@ -464,6 +464,7 @@ def parser() -> argparse.ArgumentParser:
 
     stats.add_command(commands)
     keycmd.add_command(commands)
+    connect.add_command(commands)
     return top
 
 
@@ -476,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         top.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = args.handler(args, home())
-    except (CliError, ConfigError, StoreError, KeysError) as e:
+    except (CliError, ConfigError, StoreError, KeysError, connect.ConnectError) as e:
         print(f"switchyard: {e}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
