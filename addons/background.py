@@ -33,15 +33,15 @@ class Rule:
 
 RULES: tuple[Rule, ...] = (
     Rule(
-        "quota_probe", "Claude Code's quota check at start (claude.ai sign-in): one user turn \"quota\", max_tokens 1",
+        "quota_probe", "Claude Code's quota check at start (when signed in to claude.ai)",
         "claude-code-2.1.197-side-requests.json#quota_probe", only_user_text="quota", max_tokens=1,
     ),
     Rule(
-        "warmup", "Claude Code 2.0's warm-up of each sub-agent at start: one user turn \"Warmup\"",
+        "warmup", "Claude Code 2.0's warm-up of each sub-agent at start",
         "claude-code-2.0.50-side-requests.json#warmup", only_user_text="Warmup",
     ),
     Rule(
-        "title", "Claude Code 2.1's session title, after the first prompt: a JSON answer with only a title",
+        "title", "Claude Code 2.1's session title, asked for on every prompt",
         "claude-code-2.1.197-side-requests.json#title", schema_properties=frozenset({"title"}),
         last_user_ends="Write the title in the language the user wrote in, regardless of the language of the examples above.",
     ),
@@ -93,3 +93,24 @@ def _fits(rule: Rule, request: c.Request) -> bool:
 
 def _text(message: c.Message) -> str:
     return "\n".join(part.text for part in message.parts if isinstance(part, c.Text))
+
+
+def rule_table() -> str:
+    """RULES as the Markdown table the README shows, so the two never disagree."""
+    rows = ["| rule | what it is | recognised by | captured in |", "|---|---|---|---|"]
+    for rule in RULES:
+        signs = []
+        if rule.only_user_text is not None:
+            signs.append(f"the only turn is the user's `{rule.only_user_text}`")
+        if rule.max_tokens is not None:
+            signs.append(f"`max_tokens` {rule.max_tokens}")
+        if rule.schema_properties is not None:
+            signs.append("a JSON answer with only " + ", ".join(f"`{p}`" for p in sorted(rule.schema_properties)))
+        if rule.last_user_ends is not None:
+            signs.append(f"the last user text ends `{rule.last_user_ends}`")
+        if rule.last_user_contains is not None:
+            signs.append(f"the last user text has `{rule.last_user_contains}`")
+        if rule.system_contains is not None:
+            signs.append(f"the system prompt has `{rule.system_contains}`")
+        rows.append(f"| `{rule.name}` | {rule.what} | {'; '.join(signs)} | `{rule.capture}` |")
+    return "\n".join(rows)

@@ -82,11 +82,11 @@ class ClientKeys:
         except KeysError as e:
             log.error("client keys not loaded, none is accepted: %s", e)
         try:
-            spent = ledger.tokens_by_key(home.ledger_file, rates.day_start(self.rates.clock()))
+            spent = ledger.usage_by_key(home.ledger_file, rates.day_start(self.rates.clock()))
         except Exception as e:  # a broken ledger must not stop the gateway; limits start afresh
             log.warning("today's usage of the client keys could not be read from the ledger: %s", e)
             spent = {}
-        for key_id, tokens in spent.items():
+        for key_id, (_, tokens) in spent.items():
             self.rates.seed_day(key_id, tokens)
 
     # --- what ClientAuth asks ------------------------------------------------------------------

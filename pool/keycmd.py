@@ -97,17 +97,7 @@ def _describe(key: ClientKey, used: tuple[int, int], now: float) -> dict[str, An
 
 
 def _used_today(where: Home, now: float) -> dict[str, tuple[int, int]]:
-    if not where.ledger_file.exists():
-        return {}
-    db = ledger.connect(where.ledger_file)
-    try:
-        rows = db.execute(
-            "SELECT key_id, count(*), coalesce(sum(input_tokens + output_tokens), 0) FROM requests "
-            "WHERE at >= ? AND key_id IS NOT NULL GROUP BY key_id", (day_start(now),),
-        )
-        return {key_id: (n, tokens) for key_id, n, tokens in rows}
-    finally:
-        db.close()
+    return ledger.usage_by_key(where.ledger_file, day_start(now))
 
 
 def _n(value: int | None) -> str:

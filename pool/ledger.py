@@ -114,18 +114,24 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def tokens_by_key(path: Path, since: float) -> dict[str, int]:
-    """Tokens (input + output) each client key used since `since`: the day's tally a restarted
-    gateway starts its daily limits from."""
+def usage_by_key(path: Path, since: float) -> dict[str, tuple[int, int]]:
+    """Requests and tokens (input + output) of each client key since `since`: `keys list`, and
+    the day's tally a restarted gateway starts its daily limits from. Read-only (the gateway's
+    writer may be creating or upgrading the file); a ledger older than client keys has none."""
     if not path.exists():
         return {}
-    db = connect(path)
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error:
+        return {}
     try:
         rows = db.execute(
-            "SELECT key_id, sum(input_tokens + output_tokens) FROM requests "
+            "SELECT key_id, count(*), coalesce(sum(input_tokens + output_tokens), 0) FROM requests "
             "WHERE at >= ? AND key_id IS NOT NULL GROUP BY key_id", (since,),
         )
-        return {key_id: int(tokens or 0) for key_id, tokens in rows}
+        return {key_id: (n, int(tokens)) for key_id, n, tokens in rows}
+    except sqlite3.OperationalError:
+        return {}
     finally:
         db.close()
 

@@ -106,3 +106,8 @@ def test_background_routing_is_off_by_default(make_gateway, sim):
     title, _ = send(gateway, capture("claude-code-2.1.197-side-requests.json#title"))
     assert title.headers["x-switchyard-model"] == "claude-opus-4-6-thinking"
     assert "x-switchyard-background" not in title.headers
+
+
+def test_readme_carries_the_rule_table_from_the_code():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert background.rule_table() in readme

@@ -120,7 +120,7 @@ def test_a_restart_starts_from_the_tokens_the_ledger_has_for_today(tmp_path):
     book.add(ledger.Record(at=rates.day_start(now) - 10, input_tokens=999, output_tokens=1, key_id="k1", **base))
     book.add(ledger.Record(at=now, input_tokens=7, output_tokens=0, **base))
     book.close()
-    assert ledger.tokens_by_key(path, rates.day_start(now)) == {"k1": 130}
+    assert ledger.usage_by_key(path, rates.day_start(now)) == {"k1": (2, 130)}
 
 
 # --- a real gateway -----------------------------------------------------------------------------------
@@ -227,3 +227,15 @@ def test_client_keys_on_a_real_gateway(make_gateway, sim):
     # Removed: refused at once.
     gateway.cli("keys", "remove", "fast")
     assert chat(gateway, fast).status_code == 401
+
+    # A daily limit counts what the key used today, also across a restart (the ledger has it).
+    spent = seen["gem"]["input_tokens"] + seen["gem"]["output_tokens"]
+    gateway.cli("keys", "set", "gem", "--daily-tokens", str(spent))
+    for _ in range(2):
+        over = chat(gateway, gem)
+        assert over.status_code == 429 and "tokens per day" in over.json()["error"]["message"], over.text
+        assert int(over.headers["retry-after"]) == pytest.approx(rates.next_day(time.time()) - time.time(), abs=5)
+        gateway.stop()
+        gateway.start("--set", "switchyard_rate_window=3")
+    gateway.cli("keys", "set", "gem", "--daily-tokens", "0")
+    assert chat(gateway, gem).status_code == 200
