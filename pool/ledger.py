@@ -105,12 +105,19 @@ def connect(path: Path) -> sqlite3.Connection:
         raise sqlite3.DatabaseError(f"{path} was written by a newer switchyard (schema {version})")
     if version < SCHEMA_VERSION:
         db.executescript(_DDL)
-        present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-        for name, declaration in _ADDED.items():
-            if name not in present:
+    # Columns are looked for whatever the version says: a file another build upgraded to the same
+    # version may lack some. Two processes may add one at once: the second finds it there.
+    present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    for name, declaration in _ADDED.items():
+        if name not in present:
+            try:
                 db.execute(f"ALTER TABLE requests ADD COLUMN {name} {declaration}")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):
+                    raise
+    if version < SCHEMA_VERSION:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        db.commit()
+    db.commit()
     return db
 
 

@@ -239,3 +239,23 @@ def test_client_keys_on_a_real_gateway(make_gateway, sim):
         gateway.start("--set", "switchyard_rate_window=3")
     gateway.cli("keys", "set", "gem", "--daily-tokens", "0")
     assert chat(gateway, gem).status_code == 200
+
+
+def test_an_older_ledger_gets_the_new_columns_and_keeps_its_rows(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "usage.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(ledger._DDL)
+    db.execute("INSERT INTO requests (at, protocol, operation) VALUES (1.0, 'openai_chat', 'generate')")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    db = ledger.connect(path)
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+        assert set(ledger._ADDED) <= columns
+        assert db.execute("SELECT count(*), max(key_id) FROM requests").fetchone() == (1, None)
+    finally:
+        db.close()
+    assert ledger.usage_by_key(path, 0) == {}
