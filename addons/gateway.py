@@ -236,7 +236,8 @@ class Gateway:
             model=models[0], operation="generate", stream=request.stream, encode=encode, session=session,
             forward=self._forwarded(route, headers),
         )
-        chain = Chain(self.dispatcher, call, models)  # type: ignore[arg-type]
+        assert self.dispatcher is not None
+        chain = Chain(self.dispatcher, call, models)
         if request.stream:
             await self._stream(flow, route, request, chain, t)
         else:
