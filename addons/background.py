@@ -34,25 +34,25 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule(
         "quota_probe", "Claude Code's quota check at start (when signed in to claude.ai)",
-        "claude-code-2.1.197-side-requests.json#quota_probe", only_user_text="quota", max_tokens=1,
+        "side-requests/claude-code-2.1.197.json#quota_probe", only_user_text="quota", max_tokens=1,
     ),
     Rule(
         "warmup", "Claude Code 2.0's warm-up of each sub-agent at start",
-        "claude-code-2.0.50-side-requests.json#warmup", only_user_text="Warmup",
+        "side-requests/claude-code-2.0.50.json#warmup", only_user_text="Warmup",
     ),
     Rule(
         "title", "Claude Code 2.1's session title, asked for on every prompt",
-        "claude-code-2.1.197-side-requests.json#title", schema_properties=frozenset({"title"}),
+        "side-requests/claude-code-2.1.197.json#title", schema_properties=frozenset({"title"}),
         last_user_ends="Write the title in the language the user wrote in, regardless of the language of the examples above.",
     ),
     Rule(
         "topic", "Claude Code 2.0's topic check on each prompt (the terminal title)",
-        "claude-code-2.0.50-side-requests.json#topic",
+        "side-requests/claude-code-2.0.50.json#topic",
         system_contains="Analyze if this message indicates a new conversation topic",
     ),
     Rule(
         "summary", "Claude Code's conversation summary (/compact, and compaction when the context fills)",
-        "claude-code-2.1.197-side-requests.json#summary",
+        "side-requests/claude-code-2.1.197.json#summary",
         last_user_contains="an <analysis> block followed by a <summary> block",
     ),
 )

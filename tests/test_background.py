@@ -16,7 +16,7 @@ from addons import background
 from addons.translate import registry
 
 CLIENTS = Path(__file__).resolve().parent / "fixtures" / "clients"
-SIDE_CAPTURES = ("claude-code-2.1.197-side-requests.json", "claude-code-2.0.50-side-requests.json")
+SIDE_CAPTURES = ("side-requests/claude-code-2.1.197.json", "side-requests/claude-code-2.0.50.json")
 CHEAP = "gemini-3-flash"
 
 
@@ -79,14 +79,14 @@ def test_a_captured_title_request_goes_to_the_background_model_and_its_main_requ
     gateway = make_gateway({"routing": {"background_model": CHEAP}}, start=False)
     gateway.add_google()
     gateway.start()
-    title, _ = send(gateway, capture("claude-code-2.1.197-side-requests.json#title"))
+    title, _ = send(gateway, capture("side-requests/claude-code-2.1.197.json#title"))
     assert title.status_code == 200
     assert title.headers["x-switchyard-model"] == CHEAP and title.headers["x-switchyard-background"] == "title"
-    main, text = send(gateway, capture("claude-code-2.1.197-side-requests.json#main"))
+    main, text = send(gateway, capture("side-requests/claude-code-2.1.197.json#main"))
     assert main.status_code == 200 and text.startswith("echo:")
     assert main.headers["x-switchyard-model"] == "claude-opus-4-6-thinking"  # claude-opus-4-8, as the pool serves it
     assert "x-switchyard-background" not in main.headers
-    probe, _ = send(gateway, capture("claude-code-2.1.197-side-requests.json#quota_probe"))
+    probe, _ = send(gateway, capture("side-requests/claude-code-2.1.197.json#quota_probe"))
     assert probe.headers["x-switchyard-model"] == CHEAP and probe.headers["x-switchyard-background"] == "quota_probe"
     rows = ledger_rows(gateway, expect=3)
     assert [(r["requested_model"], r["model"], r["background"]) for r in rows] == [
@@ -103,7 +103,7 @@ def test_background_routing_is_off_by_default(make_gateway, sim):
     gateway = make_gateway(start=False)
     gateway.add_google()
     gateway.start()
-    title, _ = send(gateway, capture("claude-code-2.1.197-side-requests.json#title"))
+    title, _ = send(gateway, capture("side-requests/claude-code-2.1.197.json#title"))
     assert title.headers["x-switchyard-model"] == "claude-opus-4-6-thinking"
     assert "x-switchyard-background" not in title.headers
 
