@@ -18,14 +18,17 @@ from typing import Any
 
 from mitmproxy import http
 
+from pool import fallbacks
 from pool.dispatch import Call, DispatchError, Dispatcher, Exchange, read_body
+from pool.fallbacks import Chain
 from pool.health import ErrorClass, Verdict, embedded_error, network_failure
 from pool.models import Listing
 from pool.pool import Pool
 from pool.transport import Transport, TransportError
 from pool.upstreams import COUNTS_TOKENS
 
-from . import answers, estimate, routes, streaming, trace
+from . import answers, background, estimate, routes, streaming, trace
+from .clientkeys import Client, client_of
 from .conversations import ResponseHistory
 from .relay import TOKEN_HEADER, Relay
 from .session import session_key
@@ -58,7 +61,7 @@ class Gateway:
         config = self.settings.config
         if config is None or self.pool is not None:
             return
-        self.transport = Transport()
+        self.transport = Transport(proxy=config.network.proxy or None)
         self.pool = Pool(config, self.settings.home, self.transport)
         self.dispatcher = Dispatcher(self.pool)
         loop = asyncio.get_running_loop()
@@ -178,7 +181,9 @@ class Gateway:
 
     async def _models(self, flow: http.HTTPFlow, route: routes.Route) -> None:
         caller = registry.CALLERS[route.protocol]
-        flow.response = answers.json_response(200, caller.encode_model_list(await self._model_infos()))
+        client = client_of(flow)
+        infos = [m for m in await self._model_infos() if client is None or client.allows(m.id)]
+        flow.response = answers.json_response(200, caller.encode_model_list(infos))
 
     async def _model(self, flow: http.HTTPFlow, route: routes.Route) -> None:
         name = (route.model or "").removeprefix("models/")
@@ -223,16 +228,37 @@ class Gateway:
         self.signatures.restore(request)
         model = await self._route_model(request.model)
         t.requested_model, t.stream = request.model, request.stream
+        models = await self._models_for(request, model, client_of(flow), t)
         session = session_key(headers, body, request)
         encode = self._encoder(route, body, request)
         call = Call(
-            model=model, operation="generate", stream=request.stream, encode=encode, session=session,
+            model=models[0], operation="generate", stream=request.stream, encode=encode, session=session,
             forward=self._forwarded(route, headers),
         )
+        assert self.dispatcher is not None
+        chain = Chain(self.dispatcher, call, models)
         if request.stream:
-            await self._stream(flow, route, request, call, t)
+            await self._stream(flow, route, request, chain, t)
         else:
-            await self._whole(flow, route, request, call, t)
+            await self._whole(flow, route, request, chain, t)
+
+    async def _models_for(self, request: c.Request, model: str, client: Client | None, t: trace.Trace) -> list[str]:
+        """The models that may serve, in order: `background_model` first for a side request an
+        agent sent (`background.RULES`), then each one's `[fallbacks]`, within the key's models."""
+        assert self.pool is not None
+        if client is not None and not client.allows(model):
+            allowed = ", ".join(client.models)
+            raise DispatchError(403, f"this key may not use the model {model!r} (it may use {allowed})", error_class="forbidden")
+        config = self.pool.config
+        table, resolve = config.fallbacks, self.pool.resolve
+        models = fallbacks.models(model, table, resolve, asked=request.model)
+        if config.routing.background_model and (rule := background.recognise(request)) is not None:
+            side = [m for m in fallbacks.models(await self._route_model(config.routing.background_model), table, resolve)
+                    if client is None or client.allows(m)]
+            if side:  # else the key may not use it: the request stays on its own model
+                t.background = rule.name
+                models = side + [m for m in models if m not in side]
+        return [m for m in models if client is None or client.allows(m)]
 
     def _encoder(self, route: routes.Route, body: dict[str, Any], request: c.Request) -> Callable[[str, str], dict[str, Any]]:
         """The request's body for each (dialect, upstream model) an account offers: the caller's
@@ -266,12 +292,13 @@ class Gateway:
         kept = {name: headers[name] for name in ("anthropic-beta", "anthropic-version") if name in headers}
         return {"anthropic": kept} if kept else {}
 
-    async def _whole(self, flow: http.HTTPFlow, route: routes.Route, request: c.Request, call: Call, t: trace.Trace) -> None:
+    async def _whole(self, flow: http.HTTPFlow, route: routes.Route, request: c.Request, chain: Chain, t: trace.Trace) -> None:
         """Reads the whole upstream answer, then answers the caller in its protocol."""
         assert self.dispatcher is not None
+        call = chain.call
         while True:
-            exchange = await self.dispatcher.send(call)
-            self._note(t, exchange)
+            exchange = await chain.send()
+            self._note(t, exchange, chain)
             read = await self._read_whole(exchange)
             if not isinstance(read, Verdict):
                 break
@@ -285,10 +312,10 @@ class Gateway:
         t.first_byte = t.ended - t.started
         if passthrough.is_native(route.protocol, exchange.dialect):
             content = passthrough.response_body(exchange.dialect, raw, streamed=exchange.streamed)
-            flow.response = http.Response.make(200, content, {**answers.JSON_HEADERS, **self._served_by(exchange)})
+            flow.response = http.Response.make(200, content, {**answers.JSON_HEADERS, **self._served_by(exchange, t)})
             return
         caller = registry.CALLERS[route.protocol]
-        flow.response = answers.json_response(200, caller.encode_response(answer, request), self._served_by(exchange))
+        flow.response = answers.json_response(200, caller.encode_response(answer, request), self._served_by(exchange, t))
 
     @staticmethod
     async def _read_whole(exchange: Exchange) -> tuple[c.Response, bytes] | Verdict:
@@ -313,12 +340,13 @@ class Gateway:
         finally:
             await exchange.response.aclose()
 
-    async def _stream(self, flow: http.HTTPFlow, route: routes.Route, request: c.Request, call: Call, t: trace.Trace) -> None:
+    async def _stream(self, flow: http.HTTPFlow, route: routes.Route, request: c.Request, chain: Chain, t: trace.Trace) -> None:
         """Waits for the first real event of an upstream stream, then parks the rest in the relay."""
         assert self.dispatcher is not None
+        call = chain.call
         while True:
-            exchange = await self.dispatcher.send(call)
-            self._note(t, exchange)
+            exchange = await chain.send()
+            self._note(t, exchange, chain)
             decoder = registry.DIALECTS[exchange.dialect].stream_decoder()
             start = await streaming.prefetch(exchange, decoder)
             if isinstance(start, streaming.Prefetched):
@@ -379,7 +407,7 @@ class Gateway:
         caller = registry.CALLERS[route.protocol]
         sse = route.sse or route.protocol != "gemini"
         headers = [("content-type", caller.stream_content_type if sse else "application/json"), ("cache-control", "no-cache")]
-        headers += list(self._served_by(exchange).items())
+        headers += list(self._served_by(exchange, t).items())
         body = streaming.body(exchange, decoder, output, start, observe, done)
         return self.relay.park(200, headers, body, abandon)
 
@@ -405,13 +433,22 @@ class Gateway:
         return ID_PREFIXES.get(route.protocol, "") + secrets.token_hex(12)
 
     @staticmethod
-    def _note(t: trace.Trace, exchange: Exchange) -> None:
+    def _note(t: trace.Trace, exchange: Exchange, chain: Chain | None = None) -> None:
         t.account_id, t.account, t.model = exchange.account.id, exchange.account.name, exchange.model
         t.attempts = exchange.attempts
+        fell_back = chain.fell_back if chain is not None else None
+        t.fallback_from, t.fallback_reason = fell_back or (None, None)
 
     @staticmethod
-    def _served_by(exchange: Exchange) -> dict[str, str]:
-        return {"x-switchyard-account": exchange.account.id, "x-switchyard-model": exchange.model}
+    def _served_by(exchange: Exchange, t: trace.Trace | None = None) -> dict[str, str]:
+        """Who served: the account and model, and why that model when it was not the routed one."""
+        headers = {"x-switchyard-account": exchange.account.id, "x-switchyard-model": exchange.model}
+        if t is not None and t.fallback_from:
+            headers["x-switchyard-fallback-from"] = t.fallback_from
+            headers["x-switchyard-fallback-reason"] = t.fallback_reason or ""
+        if t is not None and t.background:
+            headers["x-switchyard-background"] = t.background
+        return headers
 
     # --- counting tokens --------------------------------------------------------------------------------
     async def _count_tokens(self, flow: http.HTTPFlow, route: routes.Route, t: trace.Trace) -> None:

@@ -33,12 +33,16 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "switchyard_requests", "Caller requests by protocol, upstream model, account and status",
-            ["protocol", "model", "account", "status"], registry=r,
+            "switchyard_requests", "Caller requests by protocol, upstream model, account, status and client key",
+            ["protocol", "model", "account", "status", "key"], registry=r,
         )
         self.tokens = Counter(
-            "switchyard_tokens", "Tokens by protocol, upstream model, account and kind",
-            ["protocol", "model", "account", "kind"], registry=r,
+            "switchyard_tokens", "Tokens by protocol, upstream model, account, kind and client key",
+            ["protocol", "model", "account", "kind", "key"], registry=r,
+        )
+        self.rerouted = Counter(
+            "switchyard_rerouted_requests", "Requests served by another model than routed: a fallback, or background_model",
+            ["reason", "model"], registry=r,
         )
         self.latency = Histogram(
             "switchyard_request_duration_seconds", "Whole request, caller's view",
@@ -63,13 +67,17 @@ class Metrics:
         flow.response = http.Response.make(200, generate_latest(self.registry), {"content-type": CONTENT_TYPE_LATEST})
 
     def observe(self, flow: http.HTTPFlow, t: trace.Trace) -> None:
-        model, account = t.model or "", t.account_id or ""
-        self.requests.labels(t.protocol, model, account, str(t.status or 0)).inc()
+        model, account, key = t.model or "", t.account_id or "", t.key or ""
+        self.requests.labels(t.protocol, model, account, str(t.status or 0), key).inc()
         if t.usage is not None:
             u = t.usage
             for kind, n in zip(TOKEN_KINDS, (u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens)):
                 if n:
-                    self.tokens.labels(t.protocol, model, account, kind).inc(n)
+                    self.tokens.labels(t.protocol, model, account, kind, key).inc(n)
+        if t.fallback_from:
+            self.rerouted.labels(f"fallback:{t.fallback_reason}", model).inc()
+        if t.background:
+            self.rerouted.labels(f"background:{t.background}", model).inc()
         if t.ended is not None:
             self.latency.labels(t.protocol).observe(t.ended - t.started)
         if t.first_byte is not None:

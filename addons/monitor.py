@@ -12,6 +12,7 @@ from typing import Protocol
 from mitmproxy import ctx, http
 
 from . import routes, trace
+from .clientkeys import client_of
 from pool.config import PLACEHOLDER_TARGET
 
 from .guard import CALLER_HOST
@@ -27,7 +28,7 @@ UNMARKED_OUTCOMES = frozenset({"ok", "local", "pending", "client_closed"})
 # Outcomes of requests the gateway refused before routing them (ClientAuth, unknown paths).
 REFUSALS = {
     401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-    415: "unsupported_media_type", 421: "misdirected",
+    415: "unsupported_media_type", 421: "misdirected", 429: "rate_limited",
 }
 # The gateway's own endpoints: their answers, refusals included, are neither ledger rows nor metrics.
 LOCAL_OPERATIONS = frozenset({"health", "metrics", "models", "model"})
@@ -61,6 +62,8 @@ class Monitor:
         if t is None:
             return
         self._finished.add(flow)
+        if (client := client_of(flow)) is not None:
+            t.key_id, t.key = client.id, client.label
         if t.ended is None:
             t.ended = time.monotonic()
         if t.status is None and flow.response is not None:

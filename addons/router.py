@@ -9,6 +9,7 @@ if _root not in sys.path:
     sys.path.append(_root)
 
 from addons.auth import ClientAuth  # noqa: E402
+from addons.clientkeys import ClientKeys  # noqa: E402
 from addons.debug import Debug, holdings  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.guard import BrowserGuard  # noqa: E402
@@ -24,8 +25,9 @@ gateway = Gateway(settings)
 metrics = Metrics(lambda: gateway.pool)
 ledger = UsageLedger(settings)
 debug = Debug(settings, lambda: holdings(gateway.pool, gateway.relay))
+keys = ClientKeys(settings)
 
 addons = [
-    settings, Quiet(), ClientLimits(settings), BrowserGuard(settings), debug, ClientAuth(settings),
-    metrics, gateway, ledger, Monitor(ledger, metrics), FlowCap(settings),
+    settings, Quiet(), ClientLimits(settings), BrowserGuard(settings), debug, keys, ClientAuth(settings, keys),
+    metrics, gateway, ledger, Monitor(ledger, metrics, keys), FlowCap(settings),
 ]

@@ -33,6 +33,11 @@ class Trace:
     outcome: str = "pending"  # ok | an error class | client_closed | local
     error: str | None = None
     usage: c.Usage | None = None
+    key_id: str | None = None  # the client key that called ("admin" for the config's api_key)
+    key: str | None = None  # its label
+    background: str | None = None  # the background rule that routed it to `background_model`
+    fallback_from: str | None = None  # the model that could not serve, when a fallback did
+    fallback_reason: str | None = None
     started: float = field(default_factory=time.monotonic)
     first_byte: float | None = None  # seconds after start when the caller's first byte was ready
     ended: float | None = None
@@ -49,6 +54,12 @@ class Trace:
         if self.model:
             parts.append(self.model if self.model == self.requested_model else f"{self.model} (asked {self.requested_model})")
         line = " -> ".join(parts)
+        if self.fallback_from:
+            line += f" (fallback from {self.fallback_from}: {self.fallback_reason})"
+        if self.background:
+            line += f" [background: {self.background}]"
+        if self.key:
+            line += f" | key {self.key}"
         if self.attempts:
             tried = ", ".join(f"{a.account}:{a.status or '-'} {a.outcome}" for a in self.attempts)
             line += f" | attempts {len(self.attempts)} [{tried}]"
@@ -88,6 +99,10 @@ def publish(flow: http.HTTPFlow, trace: Trace) -> None:
         "outcome": trace.outcome,
         "status": trace.status,
         "error": trace.error,
+        "key": trace.key,
+        "background": trace.background,
+        "fallback_from": trace.fallback_from,
+        "fallback_reason": trace.fallback_reason,
     }
     if trace.usage is not None:
         data["usage"] = asdict(trace.usage)

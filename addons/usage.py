@@ -53,6 +53,11 @@ def record(flow: http.HTTPFlow, t: trace.Trace) -> Record:
         cached_tokens=usage.cached_tokens if usage else 0,
         reasoning_tokens=usage.reasoning_tokens if usage else 0,
         attempt_errors=",".join(str(a.outcome) for a in t.attempts if a.outcome != "ok") or None,
+        key_id=t.key_id,
+        key_label=t.key,
+        background=t.background,
+        fallback_from=t.fallback_from,
+        fallback_reason=t.fallback_reason,
     )
 
 

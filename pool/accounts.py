@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .files import locked, signature, write_json
+from .transport import check_proxy, mask_proxy
 
 Kind = Literal["google", "gemini", "openai", "anthropic"]
 KINDS: tuple[Kind, ...] = ("google", "gemini", "openai", "anthropic")
@@ -51,7 +52,14 @@ class Account(BaseModel):
     project: str | None = None
     disabled_reason: str | None = None
     max_concurrent: int | None = Field(default=None, ge=1)
+    # This account's outbound proxy (or "direct"), over `[network] proxy`; None: that one.
+    proxy: str | None = None
     created_at: float = Field(default_factory=time.time)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, url: str | None) -> str | None:
+        return check_proxy(url) if url else None
 
     @property
     def model_globs(self) -> list[str]:
@@ -69,6 +77,7 @@ class Account(BaseModel):
         """Everything but the secret, which is shown masked."""
         data = self.model_dump(mode="json", exclude={"secret"})
         data["secret"] = mask(self.secret)
+        data["proxy"] = mask_proxy(self.proxy)
         return data
 
 

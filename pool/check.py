@@ -139,7 +139,7 @@ class Checker:
     # --- key accounts --------------------------------------------------------------------------------
     async def _key(self, account: Account, report: Report) -> None:
         try:
-            listed = await catalog.list_models(self.pool.transport, account, self.pool.config)
+            listed = await catalog.list_models(self.pool.transport_for(account), account, self.pool.config)
         except catalog.CatalogError as e:
             report.steps.append(failed("models", e.verdict, account))
             return

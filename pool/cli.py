@@ -16,18 +16,19 @@ from typing import Any
 
 from . import check
 from . import config as config_file
-from . import login
-from . import stats
+from . import connect, keycmd, login, stats
 from .accounts import KINDS, Account, AccountStore, StoreError, new_id
 from .config import Config, ConfigError
 from .google import GoogleError
+from .keys import KeysError
 from .health import POLICIES, ErrorClass
 from .paths import Home, home
 from .pool import Pool
-from .transport import Transport
+from .transport import Transport, check_proxy, mask_proxy
 from .state import ACCOUNT_SCOPE, AccountState, StateFile
 
 ROUTER = Path(__file__).resolve().parent.parent / "addons" / "router.py"
+PROXY_HELP = "this account's outbound proxy: http://, socks5://[user:pass@]HOST:PORT, or direct (default: [network] proxy)"
 
 
 class CliError(Exception):
@@ -68,7 +69,7 @@ def cmd_add_google(args: argparse.Namespace, where: Home) -> int:
         raise CliError("--refresh-token must not be empty")
     account = Account(
         id=new_id(), kind="google", secret=token, email=args.email, project=args.project, label=args.label or "",
-        priority=args.priority, max_concurrent=args.max_concurrent,
+        priority=args.priority, max_concurrent=args.max_concurrent, proxy=_proxy(args.proxy),
     )
     AccountStore(where.accounts_file).add(account)
     print(f"added google account {account.id} ({account.name})")
@@ -85,7 +86,7 @@ def cmd_add_key(args: argparse.Namespace, where: Home) -> int:
     models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
     account = Account(
         id=new_id(), kind=args.kind, secret=key, base_url=base_url, models=models,
-        priority=args.priority, label=args.label or "", max_concurrent=args.max_concurrent,
+        priority=args.priority, label=args.label or "", max_concurrent=args.max_concurrent, proxy=_proxy(args.proxy),
     )
     AccountStore(where.accounts_file).add(account)
     print(f"added {args.kind} account {account.id} ({account.name}, key {account.public()['secret']})")
@@ -232,6 +233,8 @@ def _detail(row: dict[str, Any], now: float) -> list[str]:
     cooling = row["cooldowns"]
     models = sorted(set(row["quota"]) | (set(cooling) - {ACCOUNT_SCOPE}))
     lines = [f"    serves {', '.join(row['models'])}"] if row["models"] else []
+    if row.get("proxy"):
+        lines.append(f"    through proxy {row['proxy']}")
     if models:
         grid = [("MODEL", "LEFT", "RESETS", "COOLING")]
         for model in models:
@@ -282,10 +285,14 @@ def cmd_set(args: argparse.Namespace, where: Home) -> int:
         if args.max_concurrent < 0:
             raise CliError("--max-concurrent must be 0 (no limit) or more")
         changes["max_concurrent"] = args.max_concurrent or None
+    if args.proxy is not None:
+        changes["proxy"] = _proxy(args.proxy)
     if not changes:
-        raise CliError("nothing to change: give --priority, --max-concurrent or --label")
+        raise CliError("nothing to change: give --priority, --max-concurrent, --label or --proxy")
     AccountStore(where.accounts_file).modify(args.id, **changes)
-    print(f"updated account {args.id}: " + ", ".join(f"{k}={'no limit' if v is None else v}" for k, v in changes.items()))
+    shown = {k: mask_proxy(v) if k == "proxy" else v for k, v in changes.items()}
+    unset = {"max_concurrent": "no limit", "proxy": "the gateway's ([network] proxy)"}
+    print(f"updated account {args.id}: " + ", ".join(f"{k}={unset.get(k, v) if v is None else v}" for k, v in shown.items()))
     return 0
 
 
@@ -309,7 +316,7 @@ def cmd_refresh(args: argparse.Namespace, where: Home) -> int:
 
 async def _refresh(config: Config, where: Home, account_id: str | None) -> int:
     failures = 0
-    async with Transport() as transport:
+    async with Transport(proxy=config.network.proxy or None) as transport:
         pool = Pool(config, where, transport)
         accounts = [pool.store.get(account_id)] if account_id else pool.accounts
         for account in accounts:
@@ -334,7 +341,7 @@ def cmd_check(args: argparse.Namespace, where: Home) -> int:
 
 
 async def _check(config: Config, where: Home, account_id: str | None, model: str | None, as_json: bool) -> int:
-    async with Transport() as transport:
+    async with Transport(proxy=config.network.proxy or None) as transport:
         pool = Pool(config, where, transport)
         accounts = [pool.store.get(account_id)] if account_id else pool.accounts
         if not accounts:
@@ -358,6 +365,16 @@ async def _check(config: Config, where: Home, account_id: str | None, model: str
 
 def _config(where: Home) -> Config:
     return config_file.load(where.config_file)
+
+
+def _proxy(text: str | None) -> str | None:
+    """`--proxy URL` (or "direct"); "" means none of the account's own."""
+    if not text:
+        return None
+    try:
+        return check_proxy(text.strip())
+    except ValueError as e:
+        raise CliError(f"--proxy: {e}") from None
 
 
 def _positive(text: str) -> int:
@@ -387,6 +404,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--label")
     p.add_argument("--priority", type=int, default=0, help="lower is used first (default 0)")
     p.add_argument("--max-concurrent", type=_positive, help="requests at a time on this account (default: no limit)")
+    p.add_argument("--proxy", help=PROXY_HELP)
     p.set_defaults(handler=cmd_add_google)
 
     p = accounts.add_parser("add-key", help="add an API key account")
@@ -397,6 +415,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=0, help="lower is used first (default 0)")
     p.add_argument("--max-concurrent", type=_positive, help="requests at a time on this account (default: no limit)")
     p.add_argument("--label")
+    p.add_argument("--proxy", help=PROXY_HELP)
     p.set_defaults(handler=cmd_add_key)
 
     p = accounts.add_parser("login", help="add a Google account by signing in with the browser")
@@ -405,11 +424,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the sign-in (default 300)")
     p.set_defaults(handler=cmd_login)
 
-    p = accounts.add_parser("set", help="change an account's priority, concurrency limit or label")
+    p = accounts.add_parser("set", help="change an account's priority, concurrency limit, label or proxy")
     p.add_argument("id")
     p.add_argument("--priority", type=int)
     p.add_argument("--max-concurrent", type=int, help="requests at a time (0: no limit)")
     p.add_argument("--label")
+    p.add_argument("--proxy", help=PROXY_HELP + "; \"\" for the gateway's again")
     p.set_defaults(handler=cmd_set)
 
     p = accounts.add_parser("import", help="import Google accounts from an export or a token list")
@@ -443,6 +463,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_check)
 
     stats.add_command(commands)
+    keycmd.add_command(commands)
+    connect.add_command(commands)
     return top
 
 
@@ -455,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         top.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = args.handler(args, home())
-    except (CliError, ConfigError, StoreError) as e:
+    except (CliError, ConfigError, StoreError, KeysError, connect.ConnectError) as e:
         print(f"switchyard: {e}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from .files import write_atomic
 from .mapping import lookup
+from .transport import check_proxy
 
 DEFAULT_CLIENT_VERSION = "4.3.0"
 # Seconds one upstream attempt may take to its status and first event, and an answer may stay
@@ -105,6 +106,19 @@ class RoutingConfig(_Section):
     scheduling: Scheduling = "balance"
     sticky_ttl: int = Field(3600, ge=0)
     max_attempts: int = Field(3, ge=1, le=20)
+    # Where agents' side requests (session titles, summaries, warm-ups, quota probes) go; "" = off.
+    background_model: str = ""
+
+
+class NetworkConfig(_Section):
+    # Every upstream call goes through this proxy unless an account names its own; "" = the
+    # proxy environment variables (HTTPS_PROXY, ...); "direct" = none. NO_PROXY always holds.
+    proxy: str = ""
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, url: str) -> str:
+        return check_proxy(url) if url else url
 
 
 class QuotaConfig(_Section):
@@ -185,6 +199,9 @@ class Config(_Section):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
     model_mapping: dict[str, str] = Field(default_factory=dict)
+    # A model (or glob) -> the models to serve instead, in order, when no account can serve it.
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
     upstreams: Upstreams = Field(default_factory=Upstreams)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)

@@ -56,6 +56,7 @@ class Call:
     encode: Callable[[str, str], dict[str, Any]]
     session: str | None = None
     kinds: frozenset[Kind] | None = None  # only these kinds of account may serve
+    protected: bool = True  # accounts under quota protection may serve (last); see fallbacks.py
     # dialect -> caller headers that upstream must see too (e.g. `anthropic-beta` when an
     # Anthropic caller's body passes through to an Anthropic upstream unchanged).
     forward: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -150,7 +151,7 @@ class Dispatcher:
         last: Verdict | None = None
         sticky_until = time.monotonic() + STICKY_WAIT
         while len(tried) < config.routing.max_attempts and time.monotonic() < deadline:
-            selection = self.pool.select(call.model, session=call.session, exclude=tried, kinds=call.kinds)
+            selection = self.pool.select(call.model, session=call.session, exclude=tried, kinds=call.kinds, protected=call.protected)
             now = time.monotonic()
             if selection.sticky_busy and now < sticky_until:
                 await self.pool.wait_for_slot(min(sticky_until, deadline) - now)
@@ -301,7 +302,7 @@ class Dispatcher:
         }
         content = json.dumps(target.body, separators=(",", ":"), ensure_ascii=False).encode()
         try:
-            return await self.transport.request("POST", target.url, headers=headers, content=content, timeout=remaining)
+            return await self.transport.via(target.proxy).request("POST", target.url, headers=headers, content=content, timeout=remaining)
         except TransportError as e:
             if e.timeout and time.monotonic() >= by - 0.05:  # our limit, not a connect timeout
                 e = TransportError("request_timeout ran out" if by >= deadline else "no status within first_byte_timeout", timeout=True)

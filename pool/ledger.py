@@ -53,6 +53,11 @@ class Record:
     # The error classes of the upstream attempts that failed, in order ("timeout,server"), also
     # when a later attempt served: what a request that looks fine went through.
     attempt_errors: str | None = None
+    key_id: str | None = None  # the client key that called ("admin": the config's api_key; None: no key)
+    key_label: str | None = None  # its label then
+    background: str | None = None  # the background rule that sent it to `background_model`
+    fallback_from: str | None = None  # the model that could not serve, when a fallback did
+    fallback_reason: str | None = None  # why it could not (an error class, or quota_protected)
 
 
 COLUMNS = tuple(f.name for f in fields(Record))
@@ -82,7 +87,10 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 """
 # Columns added since the first schema, with their declarations: an older file gets them.
-_ADDED = {"attempt_errors": "TEXT"}
+_ADDED = {
+    "attempt_errors": "TEXT",
+    "key_id": "TEXT", "key_label": "TEXT", "background": "TEXT", "fallback_from": "TEXT", "fallback_reason": "TEXT",
+}
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -102,13 +110,42 @@ def connect(path: Path) -> sqlite3.Connection:
         raise sqlite3.DatabaseError(f"{path} was written by a newer switchyard (schema {version})")
     if version < SCHEMA_VERSION:
         db.executescript(_DDL)
-        present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-        for name, declaration in _ADDED.items():
-            if name not in present:
+    # Columns are looked for whatever the version says: a file another build upgraded to the same
+    # version may lack some. Two processes may add one at once: the second finds it there.
+    present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    for name, declaration in _ADDED.items():
+        if name not in present:
+            try:
                 db.execute(f"ALTER TABLE requests ADD COLUMN {name} {declaration}")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):
+                    raise
+    if version < SCHEMA_VERSION:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        db.commit()
+    db.commit()
     return db
+
+
+def usage_by_key(path: Path, since: float) -> dict[str, tuple[int, int]]:
+    """Requests and tokens (input + output) of each client key since `since`: `keys list`, and
+    the day's tally a restarted gateway starts its daily limits from. Read-only (the gateway's
+    writer may be creating or upgrading the file); a ledger older than client keys has none."""
+    if not path.exists():
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error:
+        return {}
+    try:
+        rows = db.execute(
+            "SELECT key_id, count(*), coalesce(sum(input_tokens + output_tokens), 0) FROM requests "
+            "WHERE at >= ? AND key_id IS NOT NULL GROUP BY key_id", (since,),
+        )
+        return {key_id: (n, int(tokens)) for key_id, n, tokens in rows}
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        db.close()
 
 
 class Ledger:

@@ -193,7 +193,7 @@ async def login(
             raise LoginError(f"no sign-in within {timeout:.0f} s; run the command again") from None
     finally:
         callback.close()
-    async with Transport() as client:
+    async with Transport(proxy=config.network.proxy or None) as client:
         try:
             token = await google.exchange_code(
                 client, upstream.token_url, client_id, client_secret, code=code, verifier=pkce.verifier, redirect_uri=redirect_uri

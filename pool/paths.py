@@ -29,6 +29,10 @@ class Home:
         return self.data_dir / "state.json"
 
     @property
+    def keys_file(self) -> Path:
+        return self.data_dir / "keys.json"
+
+    @property
     def ledger_file(self) -> Path:
         return self.data_dir / "usage.sqlite3"
 

@@ -59,6 +59,7 @@ class Selection:
     cooling_for: set[str] = field(default_factory=set)  # the error classes of those cooldowns
     busy: bool = False  # some are healthy but at max_concurrent or being probed: a slot will free
     sticky_busy: bool = False  # the session's own account is healthy but at max_concurrent
+    protected: int = 0  # left out for being under quota protection (when asked to)
 
 
 @dataclass(slots=True)
@@ -104,6 +105,10 @@ class Pool:
     @property
     def accounts(self) -> list[Account]:
         return self.store.accounts
+
+    def transport_for(self, account: Account) -> Transport:
+        """The upstream client as this account uses it: through its own proxy, if it has one."""
+        return self.transport.via(account.proxy)
 
     def account_state(self, account_id: str) -> AccountState:
         return self.state.of(account_id)
@@ -213,7 +218,10 @@ class Pool:
         session: str | None = None,
         exclude: Iterable[str] = (),
         kinds: Collection[Kind] | None = None,
+        protected: bool = True,
     ) -> Selection:
+        """The accounts that may serve `model` now, best first; with `protected=False`, none
+        under quota protection for it (counted in `Selection.protected` instead)."""
         now = time.time()
         excluded = set(exclude)
         selection = Selection(ranked=[])
@@ -225,6 +233,9 @@ class Pool:
             if not self.serves(account, model):
                 continue
             selection.serving += 1
+            if not protected and self._tier(account, model)[0]:
+                selection.protected += 1
+                continue
             state = self.state.of(account.id)
             if (cooldown := state.cooling(model, now)) is not None:
                 selection.cooling_for.add(cooldown.error_class)
@@ -434,7 +445,7 @@ class Pool:
                 return state.access_token  # type: ignore[return-value]
             upstream = self.config.upstreams.antigravity
             client_id, client_secret = upstream.oauth_client
-            token = await google.refresh_token(self.transport, upstream.token_url, client_id, client_secret, account.secret)
+            token = await google.refresh_token(self.transport_for(account), upstream.token_url, client_id, client_secret, account.secret)
             state.access_token = token.access_token
             state.access_expires_at = token.expires_at
             self._touch(state)
@@ -458,9 +469,9 @@ class Pool:
             if state.project:
                 return state.project
             upstream, token = self.config.upstreams.antigravity, self.token_source(account)
-            project, tier = await google.load_code_assist(self.transport, upstream, token)
+            project, tier = await google.load_code_assist(self.transport_for(account), upstream, token)
             if project is None:
-                project = await google.onboard(self.transport, upstream, token, tier)
+                project = await google.onboard(self.transport_for(account), upstream, token, tier)
                 state.onboarded = tier
                 log.info("account %s onboarded to Cloud Code (%s): project %s", account.name, tier, project)
             state.project = project
@@ -473,7 +484,7 @@ class Pool:
         upstream's model list, for callers' model lists."""
         if account.kind != "google":
             state = self.state.of(account.id)
-            state.listed = await catalog.list_models(self.transport, account, self.config)
+            state.listed = await catalog.list_models(self.transport_for(account), account, self.config)
             self._routes.clear()
             state.quota_fetched_at = time.time()
             self._quota_due[account.id] = state.quota_fetched_at + self._quota_interval()
@@ -481,7 +492,7 @@ class Pool:
             return
         project = await self.project(account)
         found = await google.fetch_available_models(
-            self.transport, self.config.upstreams.antigravity, self.token_source(account), project
+            self.transport_for(account), self.config.upstreams.antigravity, self.token_source(account), project
         )
         self.apply_quota(account.id, found)
 

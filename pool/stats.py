@@ -28,6 +28,8 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     # What served the request, or what was asked for when nothing did (unknown models, errors).
     "model": ("coalesce(model, requested_model)", {"model": "coalesce(model, requested_model)"}),
     "hour": (_HOUR, {"hour": _HOUR}),
+    # The client key by id (labels change, ids stay); "admin" is the config's api_key.
+    "key": ("key_id", {"key_id": "key_id", "key": "max(key_label)"}),
 }
 
 COUNTERS: dict[str, str] = {
@@ -39,6 +41,8 @@ COUNTERS: dict[str, str] = {
     "output_tokens": "coalesce(sum(output_tokens), 0)",
     "cached_tokens": "coalesce(sum(cached_tokens), 0)",
     "reasoning_tokens": "coalesce(sum(reasoning_tokens), 0)",
+    "background": "coalesce(sum(background IS NOT NULL), 0)",  # sent to [routing] background_model
+    "fallbacks": "coalesce(sum(fallback_from IS NOT NULL), 0)",  # served by a [fallbacks] model
     "avg_latency_ms": "round(avg(latency_ms), 1)",
     "avg_ttfb_ms": "round(avg(ttfb_ms), 1)",
 }
@@ -174,6 +178,8 @@ def render(report: Report) -> str:
         f"   first byte avg {_ms(t['avg_ttfb_ms'])}",
         "  statuses " + "  ".join(f"{status} x{n:,}" for status, n in t["statuses"].items()),
     ]
+    if t["background"] or t["fallbacks"]:
+        lines.append(f"  rerouted background {t['background']:,}   fallbacks {t['fallbacks']:,}")
     if t["error_classes"]:
         lines.append("  errors   " + ", ".join(f"{kind} {n:,}" for kind, n in t["error_classes"].items()))
     lines += ["", _table(report)]
@@ -185,6 +191,7 @@ _KEY_COLUMNS = {
     "account": ("ACCOUNT", lambda row: row["account"] or row["account_id"] or "(none)"),
     "model": ("MODEL", lambda row: row["model"] or "(none)"),
     "hour": ("HOUR", lambda row: row["hour"]),
+    "key": ("KEY", lambda row: row["key"] or row["key_id"] or "(none)"),
 }
 _COUNT_COLUMNS = [
     ("REQUESTS", "requests"), ("ERRORS", "errors"), ("RETRIED", "retried"), ("IN", "input_tokens"),
@@ -233,7 +240,7 @@ def add_command(commands: Any) -> None:
     p = commands.add_parser("stats", help="requests, tokens and errors from the usage ledger")
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.add_argument("--since", type=parse_since, default="24h", help="30m, 24h (default), 7d, 2w, all, or a date")
-    p.add_argument("--by", type=parse_by, default=DEFAULT_BY, help="account, model or hour (default account,model)")
+    p.add_argument("--by", type=parse_by, default=DEFAULT_BY, help="account, model, hour or key (default account,model)")
     p.set_defaults(handler=cmd_stats)
 
 

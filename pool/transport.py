@@ -4,20 +4,59 @@ Built on aiohttp rather than httpx: an upstream exchange is the gateway's hottes
 these machines httpx spent about 4.6 ms of CPU per request where aiohttp (whose HTTP parser is
 C) spent about 1.2 ms — more than the whole latency budget the gateway may add. Everything in
 the pool goes through `Transport`, so this is the one place that knows the library.
+
+Outbound proxies, most specific first: an account's own (`accounts ... --proxy`), then
+`[network] proxy`, then the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`). A host that
+`NO_PROXY` names is always reached directly. HTTP(S) proxies share the one connection pool
+(aiohttp keys its connections by proxy); each SOCKS proxy gets a pool of its own, through
+aiohttp-socks. A failure on a proxied exchange names the proxy, its credentials masked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError
 
 CONNECT_TIMEOUT = 10.0
 CHUNK = 64 * 1024
+DIRECT = "direct"  # as a proxy setting: no proxy at all, whatever the config or environment says
+PROXY_SCHEMES = ("http", "https", "socks4", "socks5", "socks5h")
+SOCKS_SCHEMES = ("socks4", "socks5", "socks5h")
+SOCKS_ERRORS = (ProxyConnectionError, ProxyError, ProxyTimeoutError)  # aiohttp-socks' own, not OSError
+
+
+def check_proxy(url: str) -> str:
+    """A proxy setting as given, or ValueError saying what is wrong with it."""
+    if url == DIRECT:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in PROXY_SCHEMES:
+        raise ValueError(f"{mask_proxy(url)!r} is not a proxy URL: use http://, https://, socks5://, socks5h:// or socks4://HOST:PORT, or \"direct\"")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise ValueError(f"{mask_proxy(url)!r} needs a host and a port")
+    if parts.path.strip("/") or parts.query:
+        raise ValueError(f"{mask_proxy(url)!r}: a proxy URL has no path")
+    return url
+
+
+def mask_proxy(url: str | None) -> str | None:
+    """The proxy URL with its credentials hidden, for messages, lists and logs."""
+    if not url or "@" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 class TransportError(Exception):
@@ -31,7 +70,7 @@ class TransportError(Exception):
 def _error(exc: BaseException) -> TransportError:
     if isinstance(exc, TransportError):
         return exc
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError | ProxyTimeoutError):
         return TransportError(f"timed out ({type(exc).__name__})", timeout=True)
     detail = str(exc) or type(exc).__name__
     return TransportError(f"{type(exc).__name__}: {detail}")
@@ -74,35 +113,81 @@ class Response:
             self._raw.close()
 
 
-class Transport:
-    """A shared pool of upstream connections; create it inside the event loop that uses it."""
+def _scrub(message: str, proxy: str) -> str:
+    """A library's message without the proxy's credentials, should it quote them."""
+    parts = urlsplit(proxy)
+    for secret in (parts.password, parts.username):
+        if secret:
+            message = message.replace(secret, "***")
+    return message
 
-    def __init__(self, *, limit: int = 512) -> None:
-        self._limit = limit
-        self._session: aiohttp.ClientSession | None = None
+
+class _Sessions:
+    """The connection pools a Transport and its views share: one direct (HTTP proxies ride on it
+    per request), one per SOCKS proxy."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.by_proxy: dict[str | None, aiohttp.ClientSession] = {}
+
+    def get(self, socks: str | None) -> aiohttp.ClientSession:
+        session = self.by_proxy.get(socks)
+        if session is None or session.closed:
+            if socks is None:
+                connector: aiohttp.BaseConnector = aiohttp.TCPConnector(limit=self.limit, ttl_dns_cache=300)
+            else:  # python-socks spells remote DNS as rdns, not as the socks5h scheme
+                remote_dns = socks.startswith("socks5h:")
+                connector = ProxyConnector.from_url(socks.replace("socks5h:", "socks5:", 1), rdns=remote_dns or None, limit=self.limit)
+            session = self.by_proxy[socks] = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
+                skip_auto_headers=("User-Agent",),
+            )
+        return session
+
+    async def aclose(self) -> None:
+        sessions, self.by_proxy = list(self.by_proxy.values()), {}
+        for session in sessions:
+            await session.close()
+
+
+class Transport:
+    """A shared pool of upstream connections; create it inside the event loop that uses it.
+    `proxy` is `[network] proxy` (None: the environment's); `via` gives an account's view."""
+
+    def __init__(self, *, limit: int = 512, proxy: str | None = None) -> None:
+        self._sessions = _Sessions(limit)
+        self._proxy_setting = check_proxy(proxy) if proxy else None
         # HTTPS_PROXY, NO_PROXY and friends, read once: aiohttp's own trust_env re-reads them
         # (and .netrc) in a worker thread on every request, which cost more than the request.
         self._env_proxies = urllib.request.getproxies()
-        self._proxies: dict[tuple[str, str], str | None] = {}
+        self._proxies: dict[tuple[str, str, str | None], str | None] = {}
 
-    def _proxy(self, url: str) -> str | None:
+    def via(self, proxy: str | None) -> "Transport":
+        """This transport as one account sees it: through `proxy` (None: the default route),
+        on the same connection pools."""
+        if not proxy:
+            return self
+        view = copy.copy(self)
+        view._proxy_setting = check_proxy(proxy)
+        return view
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy a request to `url` goes through, or None for a direct connection."""
         parts = urlsplit(url)
-        key = (parts.scheme, parts.hostname or "")
+        key = (parts.scheme, parts.hostname or "", self._proxy_setting)
         if key not in self._proxies:
-            proxy = self._env_proxies.get(parts.scheme) or self._env_proxies.get("all")
-            if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
+            proxy = self._proxy_setting or self._env_proxies.get(parts.scheme) or self._env_proxies.get("all")
+            if proxy == DIRECT or (proxy and urllib.request.proxy_bypass_environment(parts.hostname or "", self._env_proxies)):
                 proxy = None
             self._proxies[key] = proxy
         return self._proxies[key]
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+    def _open(self, proxy: str | None) -> tuple[aiohttp.ClientSession, str | None]:
+        """The session for a route, and the `proxy=` aiohttp needs on it (HTTP proxies only)."""
+        if proxy is not None and urlsplit(proxy).scheme in SOCKS_SCHEMES:
+            return self._sessions.get(proxy), None
+        return self._sessions.get(None), proxy
 
     async def request(
         self,
@@ -117,15 +202,20 @@ class Transport:
     ) -> Response:
         """Sends a request and returns once the status and headers are in (within `timeout`)."""
         data: Any = content if content is not None else dict(form) if form is not None else None
+        route = self.proxy_for(url)
+        session, http_proxy = self._open(route)
         try:
             async with asyncio.timeout(timeout):
-                raw = await self._open().request(
+                raw = await session.request(
                     method, url, headers=dict(headers or {}), data=data, json=json, allow_redirects=False,
-                    proxy=self._proxy(url),
+                    proxy=http_proxy,
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(CONNECT_TIMEOUT, timeout)),
                 )
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
-            raise _error(e) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, *SOCKS_ERRORS) as e:
+            error = _error(e)
+            if route is not None:
+                error = TransportError(f"{_scrub(str(error), route)} (through proxy {mask_proxy(route)})", timeout=error.timeout)
+            raise error from None
         return Response(raw)
 
     async def fetch(self, method: str, url: str, *, timeout: float = 30.0, **options: Any) -> tuple[Response, bytes]:
@@ -142,9 +232,7 @@ class Transport:
         return response, body
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._sessions.aclose()
 
     async def __aenter__(self) -> "Transport":
         return self

@@ -58,6 +58,7 @@ class Target:
     url: str
     headers: dict[str, str]
     body: dict[str, Any]
+    proxy: str | None = None  # the account's own outbound proxy (None: the gateway's route)
 
 
 def endpoints(account: Account, config: Config) -> list[str]:
@@ -101,16 +102,16 @@ def target(
                     "requestId": f"agent-{uuid.uuid4()}",
                 }
             headers = {"authorization": f"Bearer {credential}", **identity.headers(config.upstreams.antigravity)}
-            return Target(url, headers, wrapped)
+            return Target(url, headers, wrapped, account.proxy)
         case "gemini":
             url = f"{base}/v1beta/models/{model}:{_gemini_method(operation, stream)}"
-            return Target(url, {"x-goog-api-key": credential}, body)
+            return Target(url, {"x-goog-api-key": credential}, body, account.proxy)
         case "openai":
-            return Target(f"{base}/chat/completions", {"authorization": f"Bearer {credential}"}, body)
+            return Target(f"{base}/chat/completions", {"authorization": f"Bearer {credential}"}, body, account.proxy)
         case "anthropic":
             path = "/v1/messages/count_tokens" if operation == "count_tokens" else "/v1/messages"
             headers = {"x-api-key": credential, "anthropic-version": "2023-06-01"}
-            return Target(f"{base}{path}", headers, body)
+            return Target(f"{base}{path}", headers, body, account.proxy)
     raise ValueError(f"unknown account kind {account.kind!r}")
 
 

@@ -19,7 +19,7 @@ def test_missing_file_is_created_with_defaults_and_a_key(tmp_path):
     assert data["proxy"]["port"] == 8045
     assert data["proxy"]["allow_lan_access"] is False
     assert data["proxy"]["auth_mode"] == "auto"
-    assert data["routing"] == {"scheduling": "balance", "sticky_ttl": 3600, "max_attempts": 3}
+    assert data["routing"] == {"scheduling": "balance", "sticky_ttl": 3600, "max_attempts": 3, "background_model": ""}
     assert data["upstreams"]["antigravity"]["token_url"] == "https://oauth2.googleapis.com/token"
     assert config.proxy.api_key.startswith("sk-") and len(config.proxy.api_key) == 35
     int(config.proxy.api_key[3:], 16)

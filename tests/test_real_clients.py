@@ -32,6 +32,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import tomllib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,3 +313,78 @@ def test_claude_code_goes_on_over_several_turns(cli, gateway, sim, tmp_path):
         assert expected in result.stdout, result.report(gateway)
     assert marker in result.stdout, result.report(gateway)
     expect_upstream_calls(sim, gateway, "claude", before, 5)  # 2 + 1 + 2
+
+
+# --- `switchyard connect --write`: the CLIs set up by the gateway itself ------------------------------
+
+CONNECT_NAMES = {"claude": "claude-code", "codex": "codex", "gemini": "gemini-cli"}
+# The user's own settings before `connect` (none of them about the connection), which must stay.
+USER_SETTINGS = {
+    "claude": (".claude/settings.json", json.dumps({"theme": "dark", "env": {"DISABLE_TELEMETRY": "1"}})),
+    "codex": (".codex/config.toml", tomli_w.dumps({
+        "check_for_update_on_startup": False, "analytics": {"enabled": False}, "feedback": {"enabled": False},
+    })),
+    "gemini": (".gemini/settings.json", json.dumps({
+        "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False},
+        "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False}, "ide": {"enabled": False},
+    })),
+}
+CONNECTION_VARS = ("ANTHROPIC_", "OPENAI_", "GEMINI_API_KEY", "GOOGLE_", "CODEX_HOME", "CLAUDE_CONFIG_DIR", "XDG_CONFIG_HOME")
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(sim, tmp_path_factory):
+    """One Google account, strict auth, and a client key per CLI."""
+    config = {"proxy": {"request_timeout": 30}, "model_mapping": FLAVOURS["mapped"].model_mapping}
+    gw = prepare_gateway(sim, tmp_path_factory.mktemp("clients-connect"), config)
+    gw.email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
+    gw.add_google(gw.email)
+    gw.client_keys = {}
+    for client in CLIENTS:
+        out = gw.cli("keys", "add", "--label", f"{client}-laptop").stdout
+        gw.client_keys[client] = out.splitlines()[0].rsplit(" ", 1)[1]
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_connect_write_sets_up_the_real_cli(client, cli, keyed_gateway, sim, tmp_path):
+    """`switchyard connect X --key K --write` into a home with the user's own settings: the CLI,
+    run with no connection settings in its environment, answers through the gateway with K."""
+    gateway = keyed_gateway
+    home = tmp_path / "home"
+    relative, text = USER_SETTINGS[client]
+    (home / relative).parent.mkdir(parents=True, exist_ok=True)
+    (home / relative).write_text(text)
+    env = {k: v for k, v in gateway.env.items() if not k.startswith(CONNECTION_VARS)}
+    wrote = subprocess.run(
+        [str(Path(sys.executable).parent / "switchyard"), "connect", CONNECT_NAMES[client], "--key",
+         gateway.client_keys[client], "--write"],
+        env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=60,
+    )
+    assert wrote.returncode == 0, wrote.stdout + wrote.stderr
+    assert f"wrote {home / relative}" in wrote.stdout and ".bak-" in wrote.stdout
+    assert gateway.client_keys[client] not in wrote.stdout
+    written = (home / relative).read_text()
+    kept = json.loads(text) if relative.endswith(".json") else tomllib.loads(text)
+    now = json.loads(written) if relative.endswith(".json") else tomllib.loads(written)
+    for key, value in kept.items():  # the user's settings are all still there
+        assert now[key] == value if key != "env" else now[key].items() >= value.items(), key
+
+    work = tmp_path / "work"
+    work.mkdir()
+    run_env = base_env(home)
+    if client == "gemini":
+        run_env["GEMINI_CLI_TRUST_WORKSPACE"] = "true"  # trust, not connection: -p refuses an untrusted folder
+    argv = {"claude": [cli["claude"], "-p"], "codex": [cli["codex"], "exec", "--skip-git-repo-check"],
+            "gemini": [cli["gemini"], "-p"]}[client]
+    prompt = f"connected {client} {uuid.uuid4().hex[:8]}"
+    before = len([e for e in sim.log("google") if e["account"] == gateway.email])
+    result = run([*argv, prompt], run_env, work, gateway)
+    assert result.returncode == 0, result.report(gateway)
+    assert result.stdout.strip() == f"echo: {prompt}", result.report(gateway)
+    assert len([e for e in sim.log("google") if e["account"] == gateway.email]) > before
+    report = json.loads(gateway.cli("stats", "--by", "key", "--json").stdout)
+    used = {row["key"]: row["requests"] for row in report["rows"]}
+    assert used.get(f"{client}-laptop", 0) >= 1, (used, result.report(gateway))
