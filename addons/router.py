@@ -8,6 +8,7 @@ _root = str(Path(__file__).resolve().parent.parent)
 if _root not in sys.path:
     sys.path.append(_root)
 
+from addons import embeddings, images  # noqa: E402
 from addons.auth import ClientAuth  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.metrics import Metrics  # noqa: E402
@@ -18,6 +19,8 @@ from addons.usage import UsageLedger  # noqa: E402
 settings = Settings()
 
 gateway = Gateway(settings)
+gateway.operations.update(images.OPERATIONS)
+gateway.operations.update(embeddings.OPERATIONS)
 metrics = Metrics(lambda: gateway.pool)
 ledger = UsageLedger(settings)
 

@@ -50,7 +50,7 @@ class Call:
     operation: Operation
     stream: bool
     # (dialect, upstream model) -> the body in that dialect; called at most once per pair.
-    encode: Callable[[str, str], dict[str, Any]]
+    encode: Callable[[str, str], upstreams.Body]
     session: str | None = None
     kinds: frozenset[Kind] | None = None  # only these kinds of account may serve
     # dialect -> caller headers that upstream must see too (e.g. `anthropic-beta` when an
@@ -113,7 +113,7 @@ class Dispatcher:
         if not call.deadline:
             call.deadline = time.monotonic() + config.proxy.request_timeout
         deadline, attempts, tried = call.deadline, call.attempts, call.tried
-        bodies: dict[tuple[str, str], dict[str, Any]] = {}
+        bodies: dict[tuple[str, str], upstreams.Body] = {}
         last: Verdict | None = None
         sticky_until = time.monotonic() + STICKY_WAIT
         while len(tried) < config.routing.max_attempts and time.monotonic() < deadline:
@@ -186,7 +186,7 @@ class Dispatcher:
         call: Call,
         account: Account,
         lease: Lease,
-        bodies: dict[tuple[str, str], dict[str, Any]],
+        bodies: dict[tuple[str, str], upstreams.Body],
         attempts: list[Attempt],
         deadline: float,
     ) -> Exchange | Verdict:
@@ -249,13 +249,17 @@ class Dispatcher:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Verdict(ErrorClass.TIMEOUT, "request_timeout reached before the upstream answered")
+        body = target.body
         headers = {
-            "content-type": "application/json",
+            "content-type": body.content_type if isinstance(body, upstreams.Form) else "application/json",
             "accept": "text/event-stream" if stream else "application/json",
             "user-agent": "switchyard",
             **target.headers,
         }
-        content = json.dumps(target.body, separators=(",", ":"), ensure_ascii=False).encode()
+        if isinstance(body, upstreams.Form):
+            content = body.content
+        else:
+            content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         try:
             return await self.transport.request("POST", target.url, headers=headers, content=content, timeout=remaining)
         except TransportError as e:

@@ -22,7 +22,7 @@ from .files import PRIVATE
 
 log = logging.getLogger("switchyard.ledger")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BATCH_MAX = 1000  # rows per transaction at most
 QUEUE_MAX = 100_000  # rows waiting at most; past that new rows are dropped, with a warning
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
@@ -50,6 +50,7 @@ class Record:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    images: int = 0  # pictures made (image generation, or an image model's answer)
 
 
 COLUMNS = tuple(f.name for f in fields(Record))
@@ -73,10 +74,15 @@ CREATE TABLE IF NOT EXISTS requests (
     input_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
     cached_tokens INTEGER NOT NULL DEFAULT 0,
-    reasoning_tokens INTEGER NOT NULL DEFAULT 0
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    images INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 """
+# What each older schema version needs to become the current one.
+_MIGRATIONS: dict[int, str] = {
+    1: "ALTER TABLE requests ADD COLUMN images INTEGER NOT NULL DEFAULT 0;",
+}
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -95,6 +101,9 @@ def connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise sqlite3.DatabaseError(f"{path} was written by a newer switchyard (schema {version})")
     if version < SCHEMA_VERSION:
+        if version and db.execute("SELECT name FROM sqlite_master WHERE name = 'requests'").fetchone():
+            for step in range(version, SCHEMA_VERSION):
+                db.executescript(_MIGRATIONS[step])
         db.executescript(_DDL)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return db

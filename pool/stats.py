@@ -39,6 +39,7 @@ COUNTERS: dict[str, str] = {
     "output_tokens": "coalesce(sum(output_tokens), 0)",
     "cached_tokens": "coalesce(sum(cached_tokens), 0)",
     "reasoning_tokens": "coalesce(sum(reasoning_tokens), 0)",
+    "images": "coalesce(sum(images), 0)",
     "avg_latency_ms": "round(avg(latency_ms), 1)",
     "avg_ttfb_ms": "round(avg(ttfb_ms), 1)",
 }
@@ -169,7 +170,7 @@ def render(report: Report) -> str:
     lines += [
         f"  requests {t['requests']:,}   errors {t['errors']:,}{share}   retried {t['retried']:,}   attempts {t['attempts']:,}",
         f"  tokens   in {t['input_tokens']:,}   out {t['output_tokens']:,}   cached {t['cached_tokens']:,}"
-        f"   reasoning {t['reasoning_tokens']:,}",
+        f"   reasoning {t['reasoning_tokens']:,}" + (f"   images {t['images']:,}" if t["images"] else ""),
         f"  latency  avg {_ms(t['avg_latency_ms'])}   p50 {_ms(t['p50_latency_ms'])}   p95 {_ms(t['p95_latency_ms'])}"
         f"   first byte avg {_ms(t['avg_ttfb_ms'])}",
         "  statuses " + "  ".join(f"{status} x{n:,}" for status, n in t["statuses"].items()),
