@@ -430,8 +430,13 @@ def image_markdown(image: c.Image) -> str:
     return f"![image]({image.url if image.data is None else f'data:{image.mime_type};base64,{image.data}'})"
 
 
+# What `_opaque` values start with: base64 of "switchyar", the bytes before any text varies.
+MADE_HERE = base64.b64encode(b"switchyar").decode()
+
+
 def _opaque(text: str) -> str:
-    """For the fields Anthropic fills with its own encrypted data: ours, readable to nobody else."""
+    """For the fields Anthropic fills with its own encrypted data: ours (`passthrough` drops them
+    before a history reaches Anthropic, which cannot read them)."""
     return base64.b64encode(f"switchyard:{text}".encode()).decode()
 
 

@@ -215,3 +215,20 @@ def test_gemini_caller_gets_metadata_from_any_upstream(model):
                            c.Finish("stop", c.Usage())])
     last = json.loads(data.decode().strip().split("\r\n\r\n")[-1].removeprefix("data: "))
     assert g.grounding_in(last["candidates"][0]["groundingMetadata"], TEXT) == GROUNDING
+
+
+def test_search_blocks_made_here_do_not_reach_anthropic_but_its_own_do():
+    from addons.translate import passthrough
+
+    made = a.caller.encode_response(grounded_answer(), search_request())["content"]
+    own = [{"type": "server_tool_use", "id": "srvtoolu_x", "name": "web_search", "input": {"query": "q"}},
+           {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_x",
+            "content": [{"type": "web_search_result", "url": "u", "title": "t", "encrypted_content": "EqAnthropic"}]}]
+    history = {"model": "m", "max_tokens": 9, "messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": own + made}, {"role": "user", "content": "more"}]}
+    sent = passthrough.request_body("anthropic", "anthropic", history, "claude-sonnet-4-5", stream=False)
+    blocks = sent["messages"][1]["content"]
+    assert blocks[:2] == own  # Anthropic's own blocks go back as they came
+    assert [b["type"] for b in blocks[2:]] == ["text", "text", "text"] and not any("citations" in b for b in blocks[2:])
+    assert "".join(b["text"] for b in blocks[2:]) == TEXT
+    assert history["messages"][1]["content"][2]["type"] == "server_tool_use"  # the caller's body is left as it was
