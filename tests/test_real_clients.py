@@ -350,3 +350,20 @@ def test_claude_code_searches_the_web(cli, gateway, sim, tmp_path):
     searches = [(e["model"], e["status"]) for e in calls if e["request_type"] == "web_search"]
     assert len(calls) == 3 and len(searches) == 1 and searches[0][1] == 200, calls
     assert searches[0][0].startswith("gemini-") and "flash" in searches[0][0], searches
+
+
+def test_gemini_cli_searches_the_web(cli, gateway, sim, tmp_path):
+    """Gemini CLI's google_web_search asks a model of its own with the googleSearch tool and reads
+    groundingMetadata, citing each supported span by its byte offsets: through the gateway the
+    metadata arrives as Google sends it, and the marks land after the spans they cite."""
+    query = f"switchyard {uuid.uuid4().hex[:8]}"
+    work = tmp_path / "work"
+    work.mkdir()
+    env = gemini_env(tmp_path / "home", gateway)
+    prompt = f'look it up: [[call google_web_search {{"query": "[[search {query}]]"}}]]'
+    result = run([cli["gemini"], "-m", gateway.flavour.requested["gemini"], "-p", prompt], env, work, gateway)
+    assert result.returncode == 0, result.report(gateway)
+    first, second = search_answer(query)[0].split(". ")
+    assert f"{first}.[1] {second}[2][3]" in result.stdout, result.report(gateway)
+    for i, hit in enumerate(search_hits(query), 1):
+        assert f"[{i}] {hit.domain} ({hit.redirect})" in result.stdout, result.report(gateway)
