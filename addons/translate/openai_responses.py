@@ -571,6 +571,8 @@ class StreamEncoder:
         "_output",
         "_done",
         "_text",
+        "_searching",
+        "_ended",
     )
 
     def __init__(self, request: c.Request, response_id: str, model: str, created: int) -> None:
@@ -585,6 +587,10 @@ class StreamEncoder:
         self._output: list[dict[str, Any] | None] = []  # by output_index; None while open
         self._done = False
         self._text = 0  # characters of answer text so far
+        # A search's message is done only when its sources are known (Google and Anthropic tell
+        # them as the answer ends). With function tools Google runs no search.
+        self._searching = request.search is not None and not request.tools
+        self._ended: set[int] = set()  # text blocks that ended, waiting for their sources
 
     def encode(self, events: list[c.Event]) -> bytes:
         if self._done:
@@ -625,7 +631,9 @@ class StreamEncoder:
             case c.Grounded(grounding=grounding):
                 self._grounded(out, grounding)
             case c.BlockStop(index=index):
-                if (item := self._open.pop(index, None)) is not None:
+                if self._searching and isinstance(getattr(self._open.get(index), "part", None), c.Text):
+                    self._ended.add(index)  # its sources may come after its last word: done at the end
+                elif (item := self._open.pop(index, None)) is not None:
                     self._stop(out, item)
             case c.Finish(reason=reason, usage=usage):
                 for item in sorted(self._open.values(), key=lambda item: item.output_index):
@@ -635,6 +643,8 @@ class StreamEncoder:
                 self._emit(out, {"type": f"response.{ending[0]}", "response": self._snapshot(ending, usage)})
                 self._done = True
             case c.StreamError(message=message, status=status):
+                for index in sorted(self._ended, key=lambda i: self._open[i].output_index):
+                    self._stop(out, self._open.pop(index))  # finished before the failure
                 code = "rate_limit_exceeded" if status == 429 else "server_error"
                 ending = ("failed", None, {"code": code, "message": message})
                 self._emit(out, {"type": "response.failed", "response": self._snapshot(ending, None)})

@@ -232,3 +232,29 @@ def test_search_blocks_made_here_do_not_reach_anthropic_but_its_own_do():
     assert [b["type"] for b in blocks[2:]] == ["text", "text", "text"] and not any("citations" in b for b in blocks[2:])
     assert "".join(b["text"] for b in blocks[2:]) == TEXT
     assert history["messages"][1]["content"][2]["type"] == "server_tool_use"  # the caller's body is left as it was
+
+
+def test_a_responses_stream_annotates_text_whose_block_ended_before_its_sources_came():
+    """An Anthropic upstream closes each text block before the answer ends, and the sources are
+    known at its end: a searching request's message items are done only then."""
+    import openai
+    from openai.lib.streaming.responses._responses import ResponseStreamState
+    from openai.types.responses import ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    request = r.decode_request({"model": "m", "input": "x", "tools": [{"type": "web_search"}]})
+    encoder = r.stream_encoder(request, "resp_1", "m", 0)
+    data = encoder.encode([c.BlockStart(0, c.Text("")), c.TextDelta(0, TEXT), c.BlockStop(0), c.Grounded(GROUNDING),
+                           c.Finish("stop", c.Usage(1, 1))])
+    adapter = TypeAdapter(ResponseStreamEvent)
+    events = [adapter.validate_json(line[6:]) for line in data.decode().splitlines() if line.startswith("data: ")]
+    state = ResponseStreamState(input_tools=openai.omit, text_format=openai.omit)
+    for event in events:
+        state.handle_event(event)
+    final = state._completed_response
+    message = next(item for item in final.output if item.type == "message")
+    assert len(message.content[0].annotations) == 3 and final.output[-1].type == "web_search_call"
+    failing = r.stream_encoder(request, "resp_2", "m", 0)
+    cut = failing.encode([c.BlockStart(0, c.Text("")), c.TextDelta(0, "par"), c.BlockStop(0), c.StreamError("gone")])
+    kinds = [json.loads(line[6:])["type"] for line in cut.decode().splitlines() if line.startswith("data: ")]
+    assert kinds[-2:] == ["response.output_item.done", "response.failed"]  # the ended text still done first
