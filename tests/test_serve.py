@@ -195,6 +195,15 @@ def test_responses_web_search_whole_and_streamed(google):
     assert "response.output_text.annotation.added" in kinds and "response.web_search_call.completed" in kinds
 
 
+def test_responses_web_search_on_an_anthropic_key(keys):
+    """Anthropic runs the search; its blocks and citations become OpenAI's items and annotations."""
+    client = keys.openai()
+    ask = {"model": "claude-sonnet-4-5", "input": SEARCH_PROMPT, "tools": [{"type": "web_search"}]}
+    assert_annotated(client.responses.create(**ask), redirects=False)
+    with client.responses.stream(**ask) as stream:
+        assert_annotated(stream.get_final_response(), redirects=False, streamed=True)
+
+
 def test_chat_completions_web_search_options_and_online_models(google, keys):
     for client, model in ((google.openai(), "gemini-3-flash"), (google.openai(), "gemini-3-flash-online"),
                           (keys.openai(), "gpt-4o-search-preview")):

@@ -1051,7 +1051,13 @@ def _decode_response(body: Any) -> c.Response:
     if not isinstance(body, dict) or body.get("type") != "message" or not isinstance(body.get("content"), list):
         raise c.BadUpstreamAnswer("not an Anthropic Message: expected type 'message' with a content list")
     try:
-        parts = [part for block in body["content"] if (part := _part_in(block)) is not None]
+        parts: list[c.Part] = []
+        for block in body["content"]:
+            part = _part_in(block)
+            if isinstance(part, c.Text) and parts and isinstance(parts[-1], c.Text) and block.get("type") == "text":
+                parts[-1] = c.Text(parts[-1].text + part.text)  # text split at cited spans is one text
+            elif part is not None:
+                parts.append(part)
         sources, offset = _Sources(), 0
         for block in body["content"]:
             match block.get("type"):
@@ -1082,7 +1088,10 @@ class MessageStreamDecoder:
     """Anthropic SSE -> canonical events. Anthropic indexes are kept as canonical indexes;
     blocks the gateway cannot carry (server tools) are skipped with their deltas."""
 
-    __slots__ = ("_parser", "_open", "_usage", "_reason", "_done", "_sources", "_searches", "_texts", "_cites")
+    __slots__ = (
+        "_parser", "_open", "_usage", "_reason", "_done", "_sources", "_searches", "_texts", "_cites", "_text_blocks",
+        "_alias", "_pending",
+    )
 
     def __init__(self) -> None:
         self._parser = sse.SSEParser()
@@ -1096,6 +1105,11 @@ class MessageStreamDecoder:
         self._searches: dict[int, list[str]] = {}
         self._texts = 0
         self._cites: dict[int, tuple[int, list[Any]]] = {}
+        # Text split into blocks at cited spans is one text: a text block's stop waits for the
+        # next block, and a text block right after it continues it under its index.
+        self._text_blocks: set[int] = set()
+        self._alias: dict[int, int] = {}  # a continuing block's index -> the index it continues
+        self._pending: int | None = None  # a text block that ended, not yet stopped
 
     def feed(self, chunk: bytes) -> list[c.Event]:
         if self._done:
@@ -1136,10 +1150,16 @@ class MessageStreamDecoder:
                 events.append(c.StreamError(f"the upstream sent a malformed stream event: {error!r}"))
         return events
 
+    def _stop_pending(self, events: list[c.Event]) -> None:
+        if self._pending is not None:
+            events.append(c.BlockStop(self._pending))
+            self._pending = None
+
     def _finish(self) -> list[c.Event]:
         events: list[c.Event] = []
         if (grounding := self._sources.found()) is not None:
             events.append(c.Grounded(grounding))
+        self._stop_pending(events)
         events += [c.BlockStop(i) for i in sorted(self._open)]
         self._open.clear()
         events.append(c.Finish(_FINISH_REASON.get(self._reason, "stop"), _usage_in(self._usage)))
@@ -1151,10 +1171,16 @@ class MessageStreamDecoder:
     def _block_start(self, data: dict[str, Any], events: list[c.Event]) -> None:
         index, block = data["index"], data["content_block"]
         kind = block["type"]
+        if kind == "text" and self._pending is not None:
+            self._alias[index], self._pending = self._pending, None
+        else:
+            self._stop_pending(events)
         if kind == "text":
-            events.append(c.BlockStart(index, c.Text("")))
+            if index not in self._alias:
+                events.append(c.BlockStart(index, c.Text("")))
             if block.get("text"):
-                events.append(c.TextDelta(index, block["text"]))
+                events.append(c.TextDelta(self._alias.get(index, index), block["text"]))
+            self._text_blocks.add(index)
         elif kind == "thinking":
             events.append(c.BlockStart(index, c.Thinking("")))
             if block.get("thinking"):
@@ -1189,7 +1215,7 @@ class MessageStreamDecoder:
             return
         match delta["type"]:
             case "text_delta":
-                events.append(c.TextDelta(index, delta["text"]))
+                events.append(c.TextDelta(self._alias.get(index, index), delta["text"]))
                 self._texts += len(delta["text"])
             case "citations_delta" if index in self._cites:
                 self._cites[index][1].append(delta["citation"])
@@ -1214,7 +1240,10 @@ class MessageStreamDecoder:
                 self._sources.cite(citation, start, self._texts, "")
         if index in self._open:
             self._open.discard(index)
-            events.append(c.BlockStop(index))
+            if index in self._text_blocks:
+                self._pending = self._alias.get(index, index)
+            else:
+                events.append(c.BlockStop(index))
 
     def _message_delta(self, data: dict[str, Any], events: list[c.Event]) -> None:
         self._reason = data["delta"].get("stop_reason") or self._reason or "end_turn"

@@ -258,3 +258,17 @@ def test_a_responses_stream_annotates_text_whose_block_ended_before_its_sources_
     cut = failing.encode([c.BlockStart(0, c.Text("")), c.TextDelta(0, "par"), c.BlockStop(0), c.StreamError("gone")])
     kinds = [json.loads(line[6:])["type"] for line in cut.decode().splitlines() if line.startswith("data: ")]
     assert kinds[-2:] == ["response.output_item.done", "response.failed"]  # the ended text still done first
+
+
+def test_anthropic_text_split_at_citations_is_one_text_again():
+    stream = a.caller.stream_encoder(search_request(), "r1", "m", 0).encode(
+        [c.BlockStart(0, c.Text("")), c.TextDelta(0, TEXT), c.Grounded(GROUNDING), c.BlockStop(0), c.Finish("stop", c.Usage())])
+    decoder = a.upstream.stream_decoder()
+    events = decoder.feed(stream) + decoder.close()
+    assert [type(e).__name__ for e in events] == ["BlockStart", "TextDelta", "TextDelta", "TextDelta", "Grounded",
+                                                  "BlockStop", "Finish"]
+    assert {e.index for e in events if hasattr(e, "index")} == {2}  # after the two search blocks
+    assert "".join(e.text for e in events if isinstance(e, c.TextDelta)) == TEXT
+    assert events[4].grounding.sources == GROUNDING.sources and len(events[4].grounding.citations) == 3
+    whole = a.upstream.decode_response(a.caller.encode_response(grounded_answer(), search_request()))
+    assert whole.parts == [c.Text(TEXT)] and whole.grounding.queries == GROUNDING.queries
