@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mitmproxy import http
@@ -22,12 +22,13 @@ from pool import fallbacks
 from pool.dispatch import Call, DispatchError, Dispatcher, Exchange, read_body
 from pool.fallbacks import Chain
 from pool.health import ErrorClass, Verdict, embedded_error, network_failure
+from pool import models
 from pool.models import Listing
 from pool.pool import Pool
 from pool.transport import Transport, TransportError
 from pool.upstreams import COUNTS_TOKENS
 
-from . import answers, background, estimate, routes, streaming, trace
+from . import answers, background, estimate, routes, search, streaming, trace
 from .clientkeys import Client, client_of
 from .conversations import ResponseHistory
 from .relay import TOKEN_HEADER, Relay
@@ -35,7 +36,7 @@ from .session import session_key
 from .settings import Settings
 from .signatures import SignatureCache, model_family
 from .translate import canonical as c
-from .translate import cloudcode, openai_responses, passthrough, registry
+from .translate import cloudcode, gemini, openai_responses, passthrough, registry
 from .translate.assemble import Assembler
 from .translate.protocol import ModelInfo, StreamDecoder
 
@@ -43,6 +44,10 @@ log = logging.getLogger("switchyard")
 
 VERSION = "0.1.0"
 ID_PREFIXES = {"openai_chat": "chatcmpl-", "openai_completions": "cmpl-", "openai_responses": "resp_", "anthropic": "msg_"}
+GOOGLE_DIALECTS = frozenset({"gemini", "antigravity"})
+
+# An operation beyond a model's answer (images, embeddings): its own module, wired in router.py.
+OperationHandler = Callable[["Gateway", http.HTTPFlow, routes.Route, dict[str, str], trace.Trace], Awaitable[None]]
 
 
 class Gateway:
@@ -54,6 +59,7 @@ class Gateway:
         self.transport: Transport | None = None
         self.pool: Pool | None = None
         self.dispatcher: Dispatcher | None = None
+        self.operations: dict[str, OperationHandler] = {}
         self._housekeeping: asyncio.Task | None = None
 
     # --- life cycle ----------------------------------------------------------------------------
@@ -135,6 +141,8 @@ class Gateway:
                 await self._generate(flow, route, headers, t)
             case "count_tokens":
                 await self._count_tokens(flow, route, t)
+            case operation if (handler := self.operations.get(operation)) is not None:
+                await handler(self, flow, route, headers, t)
 
     def _unroutable(self, flow: http.HTTPFlow, headers: dict[str, str]) -> None:
         path = flow.request.path.partition("?")[0]
@@ -174,7 +182,7 @@ class Gateway:
         return [
             ModelInfo(
                 id=name, display_name=entry.display_name or name,
-                input_token_limit=entry.max_tokens, output_token_limit=entry.max_output_tokens,
+                input_token_limit=entry.max_tokens, output_token_limit=entry.max_output_tokens, kind=models.kind(name),
             )
             for name, entry in sorted(listing.items())
         ]
@@ -211,6 +219,7 @@ class Gateway:
             request = caller.decode_request(body, model=route.model)
         if route.stream is not None:
             request.stream = route.stream
+        search.online(request)
         return body, request
 
     def _history_of(self, body: dict[str, Any]) -> list[c.Message] | None:
@@ -226,13 +235,13 @@ class Gateway:
         assert self.pool is not None
         body, request = self._decode(flow, route)
         self.signatures.restore(request)
-        model = await self._route_model(request.model)
+        model = search.searching_model(self.pool, request, await self._route_model(request.model))
         t.requested_model, t.stream = request.model, request.stream
         models = await self._models_for(request, model, client_of(flow), t)
         session = session_key(headers, body, request)
         encode = self._encoder(route, body, request)
         call = Call(
-            model=models[0], operation="generate", stream=request.stream, encode=encode, session=session,
+            model=models[0], operation=search.operation(request), stream=request.stream, encode=encode, session=session,
             forward=self._forwarded(route, headers),
         )
         assert self.dispatcher is not None
@@ -272,6 +281,8 @@ class Gateway:
             else:
                 upstream_request = self.signatures.for_upstream(request, family)
                 out = registry.DIALECTS[dialect].encode_request(upstream_request, upstream_model)
+            if dialect in GOOGLE_DIALECTS:
+                out = gemini.fit_search(out, search.wanted(request))
             return self._for_cloudcode(out, upstream_model) if dialect == "antigravity" else out
 
         return encode
@@ -308,6 +319,7 @@ class Gateway:
         answer.id, answer.model, answer.created = self._new_id(route), request.model, int(time.time())
         self._remember(route, exchange, request, answer)
         t.usage, t.status, t.outcome = answer.usage, 200, "ok"
+        t.images = sum(isinstance(part, c.Image) for part in answer.parts)
         t.ended = time.monotonic()
         t.first_byte = t.ended - t.started
         if passthrough.is_native(route.protocol, exchange.dialect):
@@ -387,6 +399,7 @@ class Gateway:
             assembler.extend(events)
             if assembler.finished:
                 t.usage = assembler.response.usage
+                t.images = sum(isinstance(part, c.Image) for part in assembler.response.parts)
 
         def done(verdict: Verdict | None, finished: bool) -> None:
             t.ended = time.monotonic()

@@ -8,6 +8,7 @@ _root = str(Path(__file__).resolve().parent.parent)
 if _root not in sys.path:
     sys.path.append(_root)
 
+from addons import embeddings, images  # noqa: E402
 from addons.auth import ClientAuth  # noqa: E402
 from addons.clientkeys import ClientKeys  # noqa: E402
 from addons.debug import Debug, holdings  # noqa: E402
@@ -22,6 +23,8 @@ from addons.usage import UsageLedger  # noqa: E402
 settings = Settings()
 
 gateway = Gateway(settings)
+gateway.operations.update(images.OPERATIONS)
+gateway.operations.update(embeddings.OPERATIONS)
 metrics = Metrics(lambda: gateway.pool)
 ledger = UsageLedger(settings)
 debug = Debug(settings, lambda: holdings(gateway.pool, gateway.relay))

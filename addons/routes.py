@@ -9,7 +9,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Route:
     protocol: str  # a caller protocol name, or "local" for the gateway's own endpoints
-    operation: str  # generate | count_tokens | models | model | health | metrics
+    # generate | count_tokens | models | model | health | metrics, or one of the gateway's added
+    # operations: images | image_edits | embeddings | embed_content | batch_embed_contents
+    operation: str
     model: str | None = None  # named by the path (Gemini)
     stream: bool | None = None  # decided by the path (Gemini's streamGenerateContent)
     sse: bool = True  # Gemini streams: SSE with ?alt=sse, a JSON array without
@@ -31,9 +33,14 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str, bool | None]] = [
         ("POST", r"(?:/v1)?/responses", "openai_responses", "generate", None),
         ("POST", r"(?:/v1)?/messages", "anthropic", "generate", None),
         ("POST", r"(?:/v1)?/messages/count_tokens", "anthropic", "count_tokens", None),
+        ("POST", r"(?:/v1)?/images/generations", "openai_images", "images", None),
+        ("POST", r"(?:/v1)?/images/edits", "openai_images", "image_edits", None),
+        ("POST", r"(?:/v1)?/embeddings", "openai_embeddings", "embeddings", None),
         ("POST", _GEMINI + r":generateContent", "gemini", "generate", False),
         ("POST", _GEMINI + r":streamGenerateContent", "gemini", "generate", True),
         ("POST", _GEMINI + r":countTokens", "gemini", "count_tokens", None),
+        ("POST", _GEMINI + r":embedContent", "gemini", "embed_content", None),
+        ("POST", _GEMINI + r":batchEmbedContents", "gemini", "batch_embed_contents", None),
         ("GET", _GEMINI_ONLY, "gemini", "models", None),
         ("GET", _GEMINI_ONLY + r"/(?P<model>[^/:?]+)", "gemini", "model", None),
         ("GET", r"(?:/v1)?/models", "openai_chat", "models", None),

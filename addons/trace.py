@@ -38,6 +38,7 @@ class Trace:
     background: str | None = None  # the background rule that routed it to `background_model`
     fallback_from: str | None = None  # the model that could not serve, when a fallback did
     fallback_reason: str | None = None
+    images: int = 0  # pictures the answer carried (image generation, or an image model in a chat)
     started: float = field(default_factory=time.monotonic)
     first_byte: float | None = None  # seconds after start when the caller's first byte was ready
     ended: float | None = None
@@ -68,6 +69,8 @@ class Trace:
             line += f" {self.status}"
         if self.usage is not None:
             line += f" | tokens {self.usage.input_tokens} in / {self.usage.output_tokens} out"
+        if self.images:
+            line += f" | {self.images} image{'s' if self.images != 1 else ''}"
         if self.first_byte is not None:
             line += f" | ttfb {self.first_byte * 1000:.0f} ms"
         if self.ended is not None:
@@ -106,4 +109,6 @@ def publish(flow: http.HTTPFlow, trace: Trace) -> None:
     }
     if trace.usage is not None:
         data["usage"] = asdict(trace.usage)
+    if trace.images:
+        data["images"] = trace.images
     flow.metadata[KEY] = data

@@ -58,6 +58,7 @@ def record(flow: http.HTTPFlow, t: trace.Trace) -> Record:
         background=t.background,
         fallback_from=t.fallback_from,
         fallback_reason=t.fallback_reason,
+        images=t.images,
     )
 
 

@@ -27,7 +27,7 @@ KINDS: tuple[Kind, ...] = ("google", "gemini", "openai", "anthropic")
 DEFAULT_MODELS: dict[str, list[str]] = {
     "google": ["gemini-*", "claude-*", "gpt-oss-*"],
     "gemini": ["gemini-*", "gemma-*", "learnlm-*"],
-    "openai": ["gpt-*", "o1*", "o3*", "o4*", "chatgpt-*", "codex-*"],
+    "openai": ["gpt-*", "o1*", "o3*", "o4*", "chatgpt-*", "codex-*", "dall-e-*", "text-embedding-*"],
     "anthropic": ["claude-*"],
 }
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import catalog, google, upstreams
+from . import catalog, google, models, upstreams
 from .accounts import Account
 from .dispatch import Call, Dispatcher, Exchange, read_body
 from .health import ErrorClass, Verdict, embedded_error, network_failure, outdated_text
@@ -130,6 +130,8 @@ class Checker:
             return {_family(self.model): self.model}
         best: dict[str, str] = {}
         for name in sorted(quota):
+            if models.kind(name) != "text":
+                continue  # image and embedding models answer no tiny text generation
             family = _family(name)
             left = quota[name].remaining
             if family not in best or (left if left is not None else 1.0) > _left(quota[best[family]]):
@@ -145,7 +147,8 @@ class Checker:
             return
         served = [name for name in listed if account.serves(name)]
         report.steps.append(Step("models", True, f"{len(served)} served of {len(listed)} listed" if listed else "the upstream lists none"))
-        model = self.model or (served[0] if served else next((g for g in account.model_globs if not any(ch in g for ch in "*?[")), None))
+        talks = [name for name in served if models.kind(name) == "text"]  # images and embeddings answer no chat
+        model = self.model or (talks[0] if talks else next((g for g in account.model_globs if not any(ch in g for ch in "*?[")), None))
         if model is None:
             report.steps.append(Step("generate", False, "no model to try", next="give one with --model"))
             return

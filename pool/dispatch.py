@@ -20,7 +20,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 from . import google, upstreams
@@ -53,7 +52,7 @@ class Call:
     operation: Operation
     stream: bool
     # (dialect, upstream model) -> the body in that dialect; called at most once per pair.
-    encode: Callable[[str, str], dict[str, Any]]
+    encode: Callable[[str, str], upstreams.Body]
     session: str | None = None
     kinds: frozenset[Kind] | None = None  # only these kinds of account may serve
     protected: bool = True  # accounts under quota protection may serve (last); see fallbacks.py
@@ -147,7 +146,7 @@ class Dispatcher:
         if not call.deadline:
             call.deadline = time.monotonic() + config.proxy.request_timeout
         deadline, attempts, tried = call.deadline, call.attempts, call.tried
-        bodies: dict[tuple[str, str], dict[str, Any]] = {}
+        bodies: dict[tuple[str, str], upstreams.Body] = {}
         last: Verdict | None = None
         sticky_until = time.monotonic() + STICKY_WAIT
         while len(tried) < config.routing.max_attempts and time.monotonic() < deadline:
@@ -220,7 +219,7 @@ class Dispatcher:
         call: Call,
         account: Account,
         lease: Lease,
-        bodies: dict[tuple[str, str], dict[str, Any]],
+        bodies: dict[tuple[str, str], upstreams.Body],
         attempts: list[Attempt],
         deadline: float,
     ) -> Exchange | Verdict:
@@ -294,13 +293,17 @@ class Dispatcher:
         remaining = by - time.monotonic()
         if remaining <= 0:
             return Verdict(ErrorClass.TIMEOUT, "request_timeout reached before the upstream answered")
+        body = target.body
         headers = {
-            "content-type": "application/json",
+            "content-type": body.content_type if isinstance(body, upstreams.Form) else "application/json",
             "accept": "text/event-stream" if stream else "application/json",
             "user-agent": "switchyard",
             **target.headers,
         }
-        content = json.dumps(target.body, separators=(",", ":"), ensure_ascii=False).encode()
+        if isinstance(body, upstreams.Form):
+            content = body.content
+        else:
+            content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         try:
             return await self.transport.via(target.proxy).request("POST", target.url, headers=headers, content=content, timeout=remaining)
         except TransportError as e:

@@ -58,6 +58,7 @@ class Record:
     background: str | None = None  # the background rule that sent it to `background_model`
     fallback_from: str | None = None  # the model that could not serve, when a fallback did
     fallback_reason: str | None = None  # why it could not (an error class, or quota_protected)
+    images: int = 0  # pictures made (image generation, or an image model's answer)
 
 
 COLUMNS = tuple(f.name for f in fields(Record))
@@ -82,13 +83,15 @@ CREATE TABLE IF NOT EXISTS requests (
     output_tokens INTEGER NOT NULL DEFAULT 0,
     cached_tokens INTEGER NOT NULL DEFAULT 0,
     reasoning_tokens INTEGER NOT NULL DEFAULT 0,
-    attempt_errors TEXT
+    attempt_errors TEXT,
+    images INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 """
 # Columns added since the first schema, with their declarations: an older file gets them.
 _ADDED = {
     "attempt_errors": "TEXT",
+    "images": "INTEGER NOT NULL DEFAULT 0",
     "key_id": "TEXT", "key_label": "TEXT", "background": "TEXT", "fallback_from": "TEXT", "fallback_reason": "TEXT",
 }
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"

@@ -42,6 +42,10 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "gemini-*flash*": ("gemini-flash", "gemini-pro"),
     "gemini-*flash-lite*": ("gemini-flash-lite", "gemini-flash"),
     "gemini-*-image*": ("gemini-flash-image", "gemini-pro-image"),
+    "gpt-image-*": ("gemini-flash-image", "gemini-pro-image"),
+    "dall-e-*": ("gpt-image", "gemini-flash-image", "gemini-pro-image"),
+    "gemini-*embedding*": ("gemini-embedding", "text-embedding"),
+    "text-embedding-*": ("gemini-embedding",),
 }
 
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from .state import Quota
 
@@ -28,15 +28,30 @@ VARIANTS: dict[str, int] = {"high": 1, "thinking": 0, "medium": -1, "low": -2, "
 STAGES = frozenset({"preview", "latest", "exp", "experimental", "stable"})
 # Words that make a family do something else than text chat: such a family and a text family
 # never stand in for each other.
-SPECIAL_WORDS = frozenset({"image", "imagen", "embedding", "tts", "audio", "live", "veo", "search", "computer"})
+SPECIAL_WORDS = frozenset({"image", "imagen", "dall", "embedding", "tts", "audio", "live", "veo", "search", "computer"})
 
 _VERSION = re.compile(r"\d{1,2}(?:\.\d+)*")
 _SIZE = re.compile(r"\d+(?:\.\d+)?[bkm]")  # gpt-oss-120b, gemma-3-27b: a size of the same family
 _SPLIT = re.compile(r"[\s\-_()]+")
 
 
+ModelKind = Literal["text", "image", "embedding"]
+# Words of a model id that say it makes something other than text, and what.
+KIND_WORDS: dict[str, ModelKind] = {"image": "image", "imagen": "image", "dall": "image", "embedding": "embedding"}
+
+
 def internal(name: str) -> bool:
     return name.startswith(INTERNAL_PREFIXES)
+
+
+@lru_cache(maxsize=4096)
+def kind(model_id: str) -> ModelKind:
+    """What a model makes, read from its id: images (gemini-3.1-flash-image, gpt-image-1,
+    dall-e-3, imagen-4), embeddings (gemini-embedding-001, text-embedding-3-small) or text."""
+    for word in _SPLIT.split(model_id.removeprefix("models/").lower()):
+        if (found := KIND_WORDS.get(word)) is not None:
+            return found
+    return "text"
 
 
 @dataclass(frozen=True, slots=True)

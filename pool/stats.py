@@ -43,6 +43,7 @@ COUNTERS: dict[str, str] = {
     "reasoning_tokens": "coalesce(sum(reasoning_tokens), 0)",
     "background": "coalesce(sum(background IS NOT NULL), 0)",  # sent to [routing] background_model
     "fallbacks": "coalesce(sum(fallback_from IS NOT NULL), 0)",  # served by a [fallbacks] model
+    "images": "coalesce(sum(images), 0)",
     "avg_latency_ms": "round(avg(latency_ms), 1)",
     "avg_ttfb_ms": "round(avg(ttfb_ms), 1)",
 }
@@ -173,7 +174,7 @@ def render(report: Report) -> str:
     lines += [
         f"  requests {t['requests']:,}   errors {t['errors']:,}{share}   retried {t['retried']:,}   attempts {t['attempts']:,}",
         f"  tokens   in {t['input_tokens']:,}   out {t['output_tokens']:,}   cached {t['cached_tokens']:,}"
-        f"   reasoning {t['reasoning_tokens']:,}",
+        f"   reasoning {t['reasoning_tokens']:,}" + (f"   images {t['images']:,}" if t["images"] else ""),
         f"  latency  avg {_ms(t['avg_latency_ms'])}   p50 {_ms(t['p50_latency_ms'])}   p95 {_ms(t['p95_latency_ms'])}"
         f"   first byte avg {_ms(t['avg_ttfb_ms'])}",
         "  statuses " + "  ".join(f"{status} x{n:,}" for status, n in t["statuses"].items()),

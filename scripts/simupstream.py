@@ -10,8 +10,8 @@ on request, per account, model or endpoint.
 
 Run:     python scripts/simupstream.py [--host 127.0.0.1] [--port 0] [--demo]
 Import:  sim = SimUpstream(); url = sim.start(); sim.add_api_key("k", "gemini"); ...; sim.stop()
-Code:    the package scripts/sim/, one module per upstream (oauth, cloudcode, gemini_api, openai_api,
-         anthropic_api) plus shared parts: catalogue (Cloud Code's models), claude (Cloud Code's
+Code:    the package scripts/sim/, one module per upstream (oauth, cloudcode, gemini_api, openai_api with
+         openai_embeddings and openai_images, anthropic_api) plus shared parts: catalogue (Cloud Code's models), claude (Cloud Code's
          rules for claude-*), gemini_body (the Gemini body both Google upstreams speak),
          refusals (the table of Google's refusals: rule -> status, RPC status, reason, message),
          errors (each dialect's error shape), rules (`behave`), control (/_sim/), state, server.
@@ -32,13 +32,25 @@ Control API (JSON, no auth); every route has a same-named method on SimUpstream:
   POST /_sim/quota                 set_quota(account, model, remainingFraction, resetTime)
   GET /_sim/health
 Log entries: t, kind, account (email or masked key), path, model, stream, status (0: no answer),
-action (the rule applied), session (Cloud Code generation's request.sessionId).
+action (the rule applied), session (Cloud Code generation's request.sessionId), request_type
+(Cloud Code generation's requestType).
 
 What the model says, in every dialect, from the last user turn: "echo: <text[:200]>" (with the
 setting echo_last_part: of its last text part only);
 "[[call NAME {json}]]" with a declared tool NAME -> a tool call; a tool-result turn ->
 "tool result: <result>"; "[[think]]" (or thinking requested) -> a thought first; images ->
 "image: <mime> <n> bytes". Tokens: ceil(chars / 4) + 1 (see estimate_tokens).
+"[[search QUERY]]" with a search tool at hand (Google's googleSearch, Anthropic's web_search server
+tool, an OpenAI *-search-* model) searches: the answer is util.search_answer(QUERY), grounded in
+util.search_hits(QUERY) (three pages, the same for the same query) as each service reports it -
+Google: candidate.groundingMetadata on the last event (webSearchQueries, groundingChunks with
+grounding-api-redirect links titled by domain, groundingSupports with UTF-8 byte offsets, a zero
+startIndex left out); Anthropic: server_tool_use, web_search_tool_result, then text blocks with
+web_search_result_location citations (citations_delta when streamed), usage.server_tool_use;
+OpenAI: url_citation annotations (a delta of their own when streamed). Image models (*-image*)
+answer "image of: <text>" plus a real PNG (util.image_for: colour from the text, shape from the
+aspect ratio, long side 64/128/256 px for 1K/2K/4K) as inlineData, with IMAGE tokens in
+usageMetadata.candidatesTokensDetails.
 Thought signatures belong to a model family and are accepted only by it (compared as bytes, so
 either base64 alphabet): "claude" (claude-* on Cloud Code, Anthropic keys), "gemini" (gemini-*
 on Cloud Code, Gemini keys), "openai" (gpt-* on Cloud Code). Gemini 3 models need a signature
@@ -72,6 +84,26 @@ Cloud Code, as strict as the live service (the gateway must get each of these ri
   the placeholder) on any part; with thinking on, the model turn of an open tool loop opens with
   a signed thought. Answers: thoughts signed for the claude family when thinking is on,
   functionCall ids "toolu_vrtx_<random>".
+
+- Request types: requestType is agent, image_gen or web_search. Image models (gemini-*-image) are
+  served only as image_gen (and image_gen only for them); they refuse tools, a systemInstruction
+  and a thinkingConfig; generationConfig.imageConfig takes aspectRatio (1:1, 2:3, 3:2, 3:4, 4:3,
+  4:5, 5:4, 9:16, 16:9, 21:9) and imageSize (1K, 2K, 4K). googleSearch grounds gemini-* models
+  only (claude-*, gpt-*: 400) and never goes with functionDeclarations (400 "Tool use with function
+  calling is unsupported", the Gemini API too). Cloud Code serves no embeddings.
+
+Gemini API beyond generation: :embedContent and :batchEmbedContents on *embedding* models (3072
+values of a unit vector, the same for the same text; outputDimensionality cuts it without
+normalising; a batch's requests name the path's model), nothing else on them; image models draw
+unless responseModalities leaves IMAGE out.
+OpenAI beyond chat: /embeddings (text-embedding-3-small 1536 / -large 3072 / ada-002; dimensions
+on -3 models only, normalised; encoding_format float or base64 of little-endian float32; usage),
+/images/generations and /images/edits (multipart: image or image[] as png/jpeg/webp, optional
+mask, prompt, n, size per model family - gpt-image-*, dall-e-3 (n 1, no edits), dall-e-2 - and
+b64_json, or a data: URL for response_format url), web_search_options on *-search-* models only
+(which take no tools).
+Anthropic beyond messages: the web_search_* server tool (name "web_search", max_uses >= 1, not both
+domain lists).
 
 Rules (`behave`): checked in the order added, the first match with times left applies. Match
 keys: account (refresh token, email or key), model, endpoint (path prefix), path (substring),

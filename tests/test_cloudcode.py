@@ -644,3 +644,16 @@ def test_the_gateway_fits_translated_claude_code_requests(claude_code: dict[str,
     assert refusals(out) == []
     assert out["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 24576
     assert out["toolConfig"]["functionCallingConfig"]["mode"] == "VALIDATED"
+
+
+def test_an_image_model_gets_what_cloud_code_takes_for_one(cli_body: dict[str, Any]) -> None:
+    """A chat (Gemini CLI's own body, snake_case fields, tools, a system prompt and thinking) sent
+    to an image model: no tools, no system prompt, no thinking, no response modalities."""
+    body = copy.deepcopy(cli_body)
+    body["generation_config"] = {**body.pop("generationConfig", {}), "response_modalities": ["TEXT", "IMAGE"]}
+    sent = copy.deepcopy(body)
+    prepared = cloudcode.prepare(body, "gemini-3.1-flash-image", output_limit=32768, signature_family=ISSUED.get)
+    assert not {"tools", "toolConfig", "systemInstruction", "tool_config", "system_instruction"} & prepared.keys()
+    assert not {"thinkingConfig", "responseModalities"} & prepared.get("generationConfig", {}).keys()
+    assert prepared["contents"] == cli_body["contents"]
+    assert body == sent  # the input is left as it was

@@ -103,3 +103,33 @@ def test_a_streamed_gemini_answer_becomes_one_body_with_every_field_kept():
     assert candidate["finishReason"] == "STOP" and candidate["groundingMetadata"] == {"webSearchQueries": ["q"]}
     assert whole["usageMetadata"]["candidatesTokenCount"] == 5
     assert whole["modelVersion"] == "gemini-3-flash" and whole["responseId"] == "r1"
+
+
+@pytest.mark.parametrize(("operation", "model", "request_type"), [
+    ("generate", "gemini-3-flash", "agent"),
+    ("search", "gemini-3-flash", "web_search"),
+    ("images", "gemini-3.1-flash-image", "image_gen"),
+    ("generate", "gemini-3.1-flash-image", "image_gen"),  # an image model in a chat is still image work
+])
+def test_the_envelope_says_what_kind_of_work_a_request_is(operation, model, request_type):
+    target = upstreams.target(GOOGLE, "https://cloudcode.example/v1internal", operation, model=model, stream=False,
+                              body=BODY, credential="t", config=Config(), project="p", session="s")
+    assert target.body["requestType"] == request_type
+    assert target.url.endswith(":streamGenerateContent?alt=sse")  # asked for as a stream, assembled
+
+
+def test_images_and_embeddings_go_where_each_key_kind_serves_them():
+    openai_key = Account(id="o1", kind="openai", secret="sk", base_url="https://api.example/v1")
+
+    def url(account, operation, body):
+        return upstreams.target(account, upstreams.endpoints(account, Config())[0], operation, model="m", stream=False,
+                                body=body, credential="k", config=Config()).url
+
+    assert url(GEMINI_KEY, "embeddings", {"requests": []}).endswith("/v1beta/models/m:batchEmbedContents")
+    assert url(GEMINI_KEY, "embeddings", {"content": {}}).endswith("/v1beta/models/m:embedContent")
+    assert url(GEMINI_KEY, "images", BODY).endswith("/v1beta/models/m:generateContent")
+    assert url(openai_key, "images", {"prompt": "x"}) == "https://api.example/v1/images/generations"
+    assert url(openai_key, "images", upstreams.Form(b"", "multipart/form-data; boundary=x")) == (
+        "https://api.example/v1/images/edits")
+    assert url(openai_key, "embeddings", {}) == "https://api.example/v1/embeddings"
+    assert upstreams.MAKES_IMAGES == {"google", "gemini", "openai"} and upstreams.EMBEDS == {"gemini", "openai"}

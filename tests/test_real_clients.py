@@ -23,7 +23,8 @@ checks and no login, bounded by CLI_TIMEOUT. The simulated model echoes the last
 last user turn (the CLIs put their own context before the prompt in that turn), and
 `[[call NAME {json}]]` makes it call one of the CLI's own tools, which the CLI then really runs
 (in its default permission mode: the tools used are read-only); the next turn answers
-"tool result: <what the tool returned>".
+"tool result: <what the tool returned>". With a search tool at hand, `[[search QUERY]]` makes it
+search the web (the sim's three pages for QUERY).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import tomli_w
 import clients  # scripts/clients.py; conftest puts scripts/ on sys.path
 from conftest import Gateway, prepare_gateway
 from pool import mapping
+from sim.util import search_answer, search_hits
 from simupstream import DEFAULT_GOOGLE_MODELS, DEFAULT_KEY_MODELS
 
 CLI_TIMEOUT = 90  # seconds per CLI run; one takes 1-8 s here
@@ -388,3 +390,57 @@ def test_connect_write_sets_up_the_real_cli(client, cli, keyed_gateway, sim, tmp
     report = json.loads(gateway.cli("stats", "--by", "key", "--json").stdout)
     used = {row["key"]: row["requests"] for row in report["rows"]}
     assert used.get(f"{client}-laptop", 0) >= 1, (used, result.report(gateway))
+
+
+def test_claude_code_searches_the_web(cli, gateway, sim, tmp_path):
+    """Claude Code's WebSearch is a request of its own carrying Anthropic's web_search server tool
+    (and forcing it). The gateway turns it into Google Search grounding on a Google account (a
+    Gemini Flash searching for a Claude model, which Cloud Code does not ground) or passes it to an
+    Anthropic key, and answers with the server_tool_use and web_search_tool_result blocks Claude
+    Code reads: it reports a search with results ("Did 1 search") instead of "Did 0 searches"."""
+    query = f"switchyard {uuid.uuid4().hex[:8]}"
+    work = tmp_path / "work"
+    work.mkdir()
+    env = claude_env(tmp_path / "home", gateway)
+    before = len(sim.log("anthropic")) if gateway.flavour.keys else len(generations(sim, gateway, "claude"))
+    prompt = f'look it up: [[call WebSearch {{"query": "[[search {query}]]"}}]]'
+    argv = [cli["claude"], "-p", prompt, "--allowedTools", "WebSearch", "--output-format", "stream-json", "--verbose"]
+    result = run(argv, env, work, gateway)
+    assert result.returncode == 0, result.report(gateway)
+    messages = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    # What WebSearch reported (the numbers Claude Code's "Did N searches" line shows) ...
+    searched = [m["tool_use_result"] for m in messages if isinstance(m.get("tool_use_result"), dict)]
+    assert len(searched) == 1 and searched[0]["searchCount"] == 1, result.report(gateway)
+    links = [item for found in searched[0]["results"] if isinstance(found, dict) for item in found["content"]]
+    hits = search_hits(query)
+    expected = [(h.title, h.url) for h in hits] if gateway.flavour.keys else [(h.domain, h.redirect) for h in hits]
+    assert [(link["title"], link["url"]) for link in links] == expected, result.report(gateway)
+    assert search_answer(query)[0] in searched[0]["results"], result.report(gateway)
+    # ... and the main loop's model got it back as WebSearch's result.
+    final = next(m for m in messages if m.get("type") == "result")
+    assert final["result"].startswith("tool result: ") and hits[0].domain in final["result"], result.report(gateway)
+    if gateway.flavour.keys:
+        served = [e for e in sim.log("anthropic")[before:] if e["status"] == 200 and e["model"]]
+        assert len(served) == 3, served  # the call, the search, the answer to the search's result
+        return
+    calls = generations(sim, gateway, "claude")[before:]
+    searches = [(e["model"], e["status"]) for e in calls if e["request_type"] == "web_search"]
+    assert len(calls) == 3 and len(searches) == 1 and searches[0][1] == 200, calls
+    assert searches[0][0].startswith("gemini-") and "flash" in searches[0][0], searches
+
+
+def test_gemini_cli_searches_the_web(cli, gateway, sim, tmp_path):
+    """Gemini CLI's google_web_search asks a model of its own with the googleSearch tool and reads
+    groundingMetadata, citing each supported span by its byte offsets: through the gateway the
+    metadata arrives as Google sends it, and the marks land after the spans they cite."""
+    query = f"switchyard {uuid.uuid4().hex[:8]}"
+    work = tmp_path / "work"
+    work.mkdir()
+    env = gemini_env(tmp_path / "home", gateway)
+    prompt = f'look it up: [[call google_web_search {{"query": "[[search {query}]]"}}]]'
+    result = run([cli["gemini"], "-m", gateway.flavour.requested["gemini"], "-p", prompt], env, work, gateway)
+    assert result.returncode == 0, result.report(gateway)
+    first, second = search_answer(query)[0].split(". ")
+    assert f"{first}.[1] {second}[2][3]" in result.stdout, result.report(gateway)
+    for i, hit in enumerate(search_hits(query), 1):
+        assert f"[{i}] {hit.domain} ({hit.redirect})" in result.stdout, result.report(gateway)

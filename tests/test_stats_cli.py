@@ -230,3 +230,25 @@ def test_parse_since():
     assert parse_since("2w", now=2_000_000) == 2_000_000 - 14 * 86400
     assert parse_since("all") == 0
     assert parse_since("2025-06-01T10:00") == time.mktime((2025, 6, 1, 10, 0, 0, 0, 0, -1))
+
+
+def test_a_ledger_from_before_images_is_brought_up_to_date(tmp_path):
+    """A ledger written by a gateway that counted no images gains the column, its rows kept."""
+    path = tmp_path / "usage.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(ledger_module._DDL.replace(",\n    images INTEGER NOT NULL DEFAULT 0", ""))
+        old.execute("INSERT INTO requests (at, protocol, operation, input_tokens) VALUES (?, 'openai_chat', 'generate', 7)",
+                    (NOW,))
+        old.execute("PRAGMA user_version=1")
+    assert "images" not in ledger_module._DDL.replace(",\n    images INTEGER NOT NULL DEFAULT 0", "")
+    db = ledger_module.connect(path)
+    try:
+        assert db.execute("SELECT input_tokens, images FROM requests").fetchall() == [(7, 0)]
+        assert db.execute("PRAGMA user_version").fetchone()[0] == ledger_module.SCHEMA_VERSION
+    finally:
+        db.close()
+    write(path, [Record(at=NOW, protocol="openai_images", operation="images", requested_model="gpt-image-1",
+                        model="gemini-3.1-flash-image", account_id="a", account="a", status=200, error_class=None,
+                        attempts=1, stream=False, latency_ms=1.0, ttfb_ms=1.0, output_tokens=2580, images=2)])
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT sum(images) FROM requests").fetchone()[0] == 2

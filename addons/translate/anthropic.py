@@ -8,6 +8,7 @@ signature sent whole in one `signature_delta` (the SDK replaces, it does not app
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from .protocol import ModelInfo
 __all__ = ["AnthropicCaller", "AnthropicUpstream", "MessageStreamEncoder", "MessageStreamDecoder", "caller", "upstream"]
 
 DEFAULT_MAX_TOKENS = 8192
+SEARCH_TOOL_PREFIX = "web_search_"
+SEARCH_TOOL = "web_search_20250305"  # the version every Anthropic-compatible upstream knows
 MIN_THINKING_BUDGET = 1024  # Anthropic refuses a smaller budget_tokens
 PLACEHOLDER_USER_TEXT = "(continued)"  # Anthropic requires the first message to be the user's
 
@@ -308,6 +311,19 @@ def _tools(value: Any) -> list[c.Tool]:
     return tools
 
 
+def _search(value: Any) -> c.WebSearch | None:
+    """The web_search server tool (web_search_20250305 and later), as the canonical search."""
+    for tool in value if isinstance(value, list) else ():
+        if isinstance(tool, dict) and str(tool.get("type", "")).startswith(SEARCH_TOOL_PREFIX):
+            uses = tool.get("max_uses")
+            return c.WebSearch(
+                max_uses=uses if isinstance(uses, int) and not isinstance(uses, bool) and uses > 0 else None,
+                allowed_domains=[d for d in tool.get("allowed_domains") or () if isinstance(d, str)],
+                blocked_domains=[d for d in tool.get("blocked_domains") or () if isinstance(d, str)],
+            )
+    return None
+
+
 def _tool_choice(value: Any) -> c.ToolChoice | None:
     if value is None:
         return None
@@ -367,7 +383,12 @@ def _decode(body: Any, model: str | None, require_max_tokens: bool) -> c.Request
     request = c.Request(model=model, messages=[], system=_system(body.get("system"), "system"))
     request.messages = _messages(body.get("messages"), request)
     request.tools = _tools(body.get("tools"))
+    request.search = _search(body.get("tools"))
     request.tool_choice = _tool_choice(body.get("tool_choice"))
+    choice = request.tool_choice
+    if request.search is not None and choice is not None and not any(tool.name == "web_search" for tool in request.tools):
+        if (choice.mode == "tool" and choice.name == "web_search") or (choice.mode == "required" and not request.tools):
+            request.tool_choice = None  # forcing the server tool (Claude Code does): searching is the model's call
     request.stream = bool(_field(body, "stream", bool, ""))
     request.max_tokens = max_tokens
     request.temperature = _field(body, "temperature", float, "")
@@ -403,10 +424,76 @@ def _stop_reason(reason: c.FinishReason, saw_tool_use: bool) -> str:
     return "tool_use" if saw_tool_use and reason == "stop" else _STOP_REASON[reason]
 
 
+def image_markdown(image: c.Image) -> str:
+    """How an image the model drew reaches a caller whose protocol has no image output (Anthropic,
+    OpenAI chat): as Markdown text with a data: URL, the convention other gateways use."""
+    return f"![image]({image.url if image.data is None else f'data:{image.mime_type};base64,{image.data}'})"
+
+
+# What `_opaque` values start with: base64 of "switchyar", the bytes before any text varies.
+MADE_HERE = base64.b64encode(b"switchyar").decode()
+
+
+def _opaque(text: str) -> str:
+    """For the fields Anthropic fills with its own encrypted data: ours (`passthrough` drops them
+    before a history reaches Anthropic, which cannot read them)."""
+    return base64.b64encode(f"switchyard:{text}".encode()).decode()
+
+
+def search_blocks(grounding: c.Grounding, seed: str) -> list[dict[str, Any]]:
+    """A server_tool_use and its web_search_tool_result per query. Google does not say which
+    query found which source, so the first result holds them all."""
+    blocks: list[dict[str, Any]] = []
+    base = _TOOL_ID_BAD.sub("", seed)[-16:]
+    for i, query in enumerate(grounding.queries or [""]):
+        call_id = f"srvtoolu_{base}{i:02d}"
+        results = [
+            {"type": "web_search_result", "url": s.url, "title": s.title or s.url, "encrypted_content": _opaque(s.url),
+             "page_age": None}
+            for s in (grounding.sources if i == 0 else ())
+        ]
+        blocks.append({"type": "server_tool_use", "id": call_id, "name": "web_search", "input": {"query": query}})
+        blocks.append({"type": "web_search_tool_result", "tool_use_id": call_id, "content": results})
+    return blocks
+
+
+def cited_blocks(text: str, base: int, grounding: c.Grounding | None) -> list[dict[str, Any]]:
+    """A text part as Anthropic's text blocks: split where a citation's span begins and ends, the
+    cited spans carrying web_search_result_location citations. `base` is the part's offset in
+    the answer's text, which citations count in."""
+    blocks: list[dict[str, Any]] = []
+    at = 0
+    for citation in sorted(grounding.citations if grounding else (), key=lambda cited: cited.start):
+        start, end = max(citation.start - base, at), min(citation.end - base, len(text))
+        sources = [grounding.sources[i] for i in citation.sources if 0 <= i < len(grounding.sources)]  # type: ignore[union-attr]
+        if start >= end or not sources:
+            continue
+        if start > at:
+            blocks.append({"type": "text", "text": text[at:start]})
+        cited = [
+            {"type": "web_search_result_location", "url": s.url, "title": s.title or s.url,
+             "cited_text": citation.text or text[start:end], "encrypted_index": _opaque(f"{citation.start}:{s.url}")}
+            for s in sources
+        ]
+        blocks.append({"type": "text", "text": text[start:end], "citations": cited})
+        at = end
+    if at < len(text):
+        blocks.append({"type": "text", "text": text[at:]})
+    return blocks
+
+
+def _server_tool_use(grounding: c.Grounding | None) -> dict[str, int] | None:
+    if grounding is None:
+        return None
+    return {"web_search_requests": max(len(grounding.queries), 1), "web_fetch_requests": 0}
+
+
 def _content_block(part: c.Part) -> dict[str, Any] | None:
     match part:
         case c.Text(text=text):
             return {"type": "text", "text": text}
+        case c.Image():
+            return {"type": "text", "text": image_markdown(part)}
         case c.Thinking(redacted=True, signature=signature):
             return {"type": "redacted_thinking", "data": signature or ""}
         case c.Thinking(text=text, signature=signature):
@@ -433,8 +520,23 @@ class AnthropicCaller:
         return {"input_tokens": input_tokens}
 
     def encode_response(self, response: c.Response, request: c.Request) -> dict[str, Any]:
-        content = [block for part in response.parts if (block := _content_block(part)) is not None]
+        grounding = response.grounding
+        content: list[dict[str, Any]] = []
+        offset = 0
+        for part in response.parts:
+            if isinstance(part, c.Text) and grounding is not None:
+                if offset == 0 and not any(block["type"] == "server_tool_use" for block in content):
+                    content += search_blocks(grounding, response.id)  # the search comes before the text
+                content += cited_blocks(part.text, offset, grounding)
+                offset += len(part.text)
+            elif (block := _content_block(part)) is not None:
+                content.append(block)
+        if grounding is not None and not any(block["type"] == "server_tool_use" for block in content):
+            content += search_blocks(grounding, response.id)
         saw_tool_use = any(block["type"] == "tool_use" for block in content)
+        usage = _usage(response.usage)
+        if (searches := _server_tool_use(grounding)) is not None:
+            usage["server_tool_use"] = searches
         return {
             "id": _message_id(response.id),
             "type": "message",
@@ -443,11 +545,11 @@ class AnthropicCaller:
             "content": content,
             "stop_reason": _stop_reason(response.finish_reason, saw_tool_use),
             "stop_sequence": None,
-            "usage": _usage(response.usage),
+            "usage": usage,
         }
 
     def stream_encoder(self, request: c.Request, response_id: str, model: str, created: int) -> MessageStreamEncoder:
-        return MessageStreamEncoder(_message_id(response_id), model)
+        return MessageStreamEncoder(_message_id(response_id), model, searching=request.search is not None)
 
     def error_body(self, status: int, message: str, kind: str | None = None) -> dict[str, Any]:
         error_type = (
@@ -513,9 +615,12 @@ class MessageStreamEncoder:
     events of other blocks are held and replayed when it closes.
     """
 
-    __slots__ = ("_id", "_model", "_started", "_done", "_next", "_blocks", "_live", "_held", "_tool_used", "_out")
+    __slots__ = (
+        "_id", "_model", "_started", "_done", "_next", "_blocks", "_live", "_held", "_tool_used", "_out",
+        "_searching", "_texts", "_grounding",
+    )
 
-    def __init__(self, message_id: str, model: str) -> None:
+    def __init__(self, message_id: str, model: str, *, searching: bool = False) -> None:
         self._id = message_id
         self._model = model
         self._started = self._done = self._tool_used = False
@@ -524,6 +629,11 @@ class MessageStreamEncoder:
         self._live: _Block | None = None
         self._held: list[c.Event] = []
         self._out: list[bytes] = []
+        # A search's answer text is held until its sources are known (Google tells them at the
+        # end): Anthropic streams the search blocks first and cites spans as the text goes.
+        self._searching = searching
+        self._texts: dict[int, list[str]] = {}  # canonical index -> the held text
+        self._grounding: c.Grounding | None = None
 
     def encode(self, events: list[c.Event]) -> bytes:
         if self._done:
@@ -557,6 +667,8 @@ class MessageStreamEncoder:
         }
 
     def _event(self, event: c.Event) -> None:
+        if self._searching and self._hold(event):
+            return
         live = self._live
         if live is not None and live.kind == "tool_use" and getattr(event, "index", live.index) != live.index:
             self._held.append(event)
@@ -580,8 +692,11 @@ class MessageStreamEncoder:
                 block = _Block(index, "tool_use", {"type": "tool_use", "id": call_id, "name": name, "input": {}})
                 growth = c.ToolArgsDelta(index, _json(arguments)) if arguments else None
                 self._tool_used = True
+            case c.Image():  # Anthropic has no image output: the picture goes as Markdown text
+                block = _Block(index, "text", {"type": "text", "text": ""})
+                growth = c.TextDelta(index, image_markdown(event.part))
             case _:
-                return  # an Image: Anthropic has no image output; its events find no block
+                return
         self._blocks[index] = block
         self._open(block)
         if growth is not None:
@@ -636,18 +751,76 @@ class MessageStreamEncoder:
         for event in held:
             self._event(event)
 
+    def _hold(self, event: c.Event) -> bool:
+        """Keeps a searching answer's text (and its grounding) back; True when it took the event."""
+        match event:
+            case c.BlockStart(index=index, part=c.Text(text=text)):
+                self._texts[index] = [text]
+            case c.TextDelta(index=index, text=text) if index in self._texts:
+                self._texts[index].append(text)
+            case c.SignatureDelta(index=index) | c.BlockStop(index=index) if index in self._texts:
+                pass
+            case c.Grounded(grounding=grounding):
+                self._grounding = grounding
+            case _:
+                return False
+        return True
+
+    def _release(self) -> None:
+        """The search blocks, then the held text, cited."""
+        grounding, texts = self._grounding, ["".join(chunks) for chunks in self._texts.values()]
+        self._texts = {}
+        if grounding is not None:
+            for block in search_blocks(grounding, self._id):
+                self._whole_block(block)
+        offset = 0
+        for text in texts:
+            for block in cited_blocks(text, offset, grounding):
+                self._whole_block(block)
+            offset += len(text)
+
+    def _whole_block(self, block: dict[str, Any]) -> None:
+        """A block known whole, streamed as Anthropic streams it: tool input and text as deltas,
+        citations before the text they cite."""
+        kind = block["type"]
+        start = {"type": "text", "text": ""} if kind == "text" else block
+        if kind == "server_tool_use":
+            start = {**block, "input": {}}
+        self._open(_Block(-1, kind, start))
+        wire = self._live.wire  # type: ignore[union-attr]
+        deltas: list[dict[str, Any]] = []
+        if kind == "server_tool_use":
+            deltas.append({"type": "input_json_delta", "partial_json": _json(block["input"])})
+        for citation in block.get("citations") or ():
+            deltas.append({"type": "citations_delta", "citation": citation})
+        if kind == "text":
+            deltas.append({"type": "text_delta", "text": block["text"]})
+        for delta in deltas:
+            self._emit("content_block_delta", {"type": "content_block_delta", "index": wire, "delta": delta})
+        self._close(self._live)  # type: ignore[arg-type]
+
+    def _grounded(self, event: c.Grounded) -> None:
+        """Outside a search the sources have no block to go to."""
+
     def _finish(self, event: c.Finish) -> None:
         while self._live is not None or self._held:
             if self._live is not None:
                 self._blocks.pop(self._live.index, None)
                 self._close(self._live)
             self._replay()
+        if self._searching:
+            self._release()
+        usage = _usage(event.usage)
+        if (searches := _server_tool_use(self._grounding)) is not None:
+            usage["server_tool_use"] = searches
         delta = {"stop_reason": _stop_reason(event.reason, self._tool_used), "stop_sequence": None}
-        self._emit("message_delta", {"type": "message_delta", "delta": delta, "usage": _usage(event.usage)})
+        self._emit("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
         self._out.append(_MESSAGE_STOP)
         self._done = True
 
     def _error(self, event: c.StreamError) -> None:
+        if self._searching and self._texts:
+            self._texts = {}  # held text of an answer that failed: the error says what happened
         self._emit("error", caller.error_body(event.status, event.message, event.kind))
         self._done = True
 
@@ -659,6 +832,7 @@ _ENCODER_HANDLERS: dict[type, Callable[[MessageStreamEncoder, Any], None]] = {
     c.ToolArgsDelta: MessageStreamEncoder._delta,
     c.SignatureDelta: MessageStreamEncoder._signature,
     c.BlockStop: MessageStreamEncoder._block_stop,
+    c.Grounded: MessageStreamEncoder._grounded,
     c.Finish: MessageStreamEncoder._finish,
     c.StreamError: MessageStreamEncoder._error,
 }
@@ -782,6 +956,15 @@ def _encode_request(request: c.Request, model: str) -> dict[str, Any]:
             if request.tool_choice.mode == "tool":
                 choice["name"] = request.tool_choice.name
             body["tool_choice"] = choice
+    if request.search is not None:
+        search: dict[str, Any] = {"type": SEARCH_TOOL, "name": "web_search"}
+        if request.search.max_uses:
+            search["max_uses"] = request.search.max_uses
+        if request.search.allowed_domains:
+            search["allowed_domains"] = request.search.allowed_domains
+        elif request.search.blocked_domains:
+            search["blocked_domains"] = request.search.blocked_domains
+        body["tools"] = [*body.get("tools", []), search]
     thinking = _thinking_out(request, max_tokens, body["messages"])
     if thinking is not None:
         body["thinking"] = thinking
@@ -827,17 +1010,72 @@ def _part_in(block: dict[str, Any]) -> c.Part | None:
     return None  # server-tool blocks: Anthropic ran them itself
 
 
+class _Sources:
+    """What an Anthropic answer's web search found, gathered block by block into a Grounding."""
+
+    __slots__ = ("grounding", "_index")
+
+    def __init__(self) -> None:
+        self.grounding = c.Grounding()
+        self._index: dict[str, int] = {}  # url -> its place among the sources
+
+    def query(self, tool_input: Any) -> None:
+        if isinstance(tool_input, dict) and isinstance(query := tool_input.get("query"), str):
+            self.grounding.queries.append(query)
+
+    def source(self, url: Any, title: Any) -> int | None:
+        if not isinstance(url, str) or not url:
+            return None
+        if url not in self._index:
+            self._index[url] = len(self.grounding.sources)
+            self.grounding.sources.append(c.Source(url, title if isinstance(title, str) else ""))
+        return self._index[url]
+
+    def results(self, content: Any) -> None:
+        for result in content if isinstance(content, list) else ():
+            if isinstance(result, dict):
+                self.source(result.get("url"), result.get("title"))
+
+    def cite(self, citation: Any, start: int, end: int, text: str) -> None:
+        if isinstance(citation, dict) and citation.get("type") == "web_search_result_location":
+            if (index := self.source(citation.get("url"), citation.get("title"))) is not None:
+                cited = citation.get("cited_text")
+                self.grounding.citations.append(c.Citation(start, end, cited if isinstance(cited, str) else text, [index]))
+
+    def found(self) -> c.Grounding | None:
+        grounding = self.grounding
+        return grounding if grounding.queries or grounding.sources else None
+
+
 def _decode_response(body: Any) -> c.Response:
     if not isinstance(body, dict) or body.get("type") != "message" or not isinstance(body.get("content"), list):
         raise c.BadUpstreamAnswer("not an Anthropic Message: expected type 'message' with a content list")
     try:
-        parts = [part for block in body["content"] if (part := _part_in(block)) is not None]
+        parts: list[c.Part] = []
+        for block in body["content"]:
+            part = _part_in(block)
+            if isinstance(part, c.Text) and parts and isinstance(parts[-1], c.Text) and block.get("type") == "text":
+                parts[-1] = c.Text(parts[-1].text + part.text)  # text split at cited spans is one text
+            elif part is not None:
+                parts.append(part)
+        sources, offset = _Sources(), 0
+        for block in body["content"]:
+            match block.get("type"):
+                case "server_tool_use" if block.get("name") == "web_search":
+                    sources.query(block.get("input"))
+                case "web_search_tool_result":
+                    sources.results(block.get("content"))
+                case "text":
+                    for citation in block.get("citations") or ():
+                        sources.cite(citation, offset, offset + len(block["text"]), block["text"])
+                    offset += len(block["text"])
         return c.Response(
             id=str(body.get("id", "")),
             model=str(body.get("model", "")),
             parts=parts,
             finish_reason=_FINISH_REASON.get(body.get("stop_reason"), "stop"),
             usage=_usage_in(body.get("usage") or {}),
+            grounding=sources.found(),
         )
     except (KeyError, TypeError, AttributeError) as error:
         raise c.BadUpstreamAnswer(f"malformed Anthropic Message: {error!r}") from error
@@ -850,7 +1088,10 @@ class MessageStreamDecoder:
     """Anthropic SSE -> canonical events. Anthropic indexes are kept as canonical indexes;
     blocks the gateway cannot carry (server tools) are skipped with their deltas."""
 
-    __slots__ = ("_parser", "_open", "_usage", "_reason", "_done")
+    __slots__ = (
+        "_parser", "_open", "_usage", "_reason", "_done", "_sources", "_searches", "_texts", "_cites", "_text_blocks",
+        "_alias", "_pending",
+    )
 
     def __init__(self) -> None:
         self._parser = sse.SSEParser()
@@ -858,6 +1099,17 @@ class MessageStreamDecoder:
         self._usage: dict[str, Any] = {}
         self._reason: str | None = None  # set by message_delta
         self._done = False
+        # A web search the upstream ran: its calls' input JSON, the answer's text so far (for
+        # citation offsets), and each open text block's start and citations.
+        self._sources = _Sources()
+        self._searches: dict[int, list[str]] = {}
+        self._texts = 0
+        self._cites: dict[int, tuple[int, list[Any]]] = {}
+        # Text split into blocks at cited spans is one text: a text block's stop waits for the
+        # next block, and a text block right after it continues it under its index.
+        self._text_blocks: set[int] = set()
+        self._alias: dict[int, int] = {}  # a continuing block's index -> the index it continues
+        self._pending: int | None = None  # a text block that ended, not yet stopped
 
     def feed(self, chunk: bytes) -> list[c.Event]:
         if self._done:
@@ -898,8 +1150,17 @@ class MessageStreamDecoder:
                 events.append(c.StreamError(f"the upstream sent a malformed stream event: {error!r}"))
         return events
 
+    def _stop_pending(self, events: list[c.Event]) -> None:
+        if self._pending is not None:
+            events.append(c.BlockStop(self._pending))
+            self._pending = None
+
     def _finish(self) -> list[c.Event]:
-        events: list[c.Event] = [c.BlockStop(i) for i in sorted(self._open)]
+        events: list[c.Event] = []
+        if (grounding := self._sources.found()) is not None:
+            events.append(c.Grounded(grounding))
+        self._stop_pending(events)
+        events += [c.BlockStop(i) for i in sorted(self._open)]
         self._open.clear()
         events.append(c.Finish(_FINISH_REASON.get(self._reason, "stop"), _usage_in(self._usage)))
         return events
@@ -910,10 +1171,16 @@ class MessageStreamDecoder:
     def _block_start(self, data: dict[str, Any], events: list[c.Event]) -> None:
         index, block = data["index"], data["content_block"]
         kind = block["type"]
+        if kind == "text" and self._pending is not None:
+            self._alias[index], self._pending = self._pending, None
+        else:
+            self._stop_pending(events)
         if kind == "text":
-            events.append(c.BlockStart(index, c.Text("")))
+            if index not in self._alias:
+                events.append(c.BlockStart(index, c.Text("")))
             if block.get("text"):
-                events.append(c.TextDelta(index, block["text"]))
+                events.append(c.TextDelta(self._alias.get(index, index), block["text"]))
+            self._text_blocks.add(index)
         elif kind == "thinking":
             events.append(c.BlockStart(index, c.Thinking("")))
             if block.get("thinking"):
@@ -926,18 +1193,32 @@ class MessageStreamDecoder:
             events.append(c.BlockStart(index, c.ToolCall(block["id"], block["name"])))
             if block.get("input"):
                 events.append(c.ToolArgsDelta(index, _json(block["input"])))
+        elif kind == "server_tool_use" and block.get("name") == "web_search":
+            self._searches[index] = [_json(block["input"])] if block.get("input") else []
+            return
+        elif kind == "web_search_tool_result":
+            self._sources.results(block.get("content"))
+            return
         else:
             return
+        if kind == "text":
+            self._cites[index] = (self._texts, list(block.get("citations") or ()))
+            self._texts += len(block.get("text") or "")
         self._open.add(index)
 
     def _block_delta(self, data: dict[str, Any], events: list[c.Event]) -> None:
         index = data["index"]
+        delta = data["delta"]
+        if index in self._searches and delta["type"] == "input_json_delta":
+            self._searches[index].append(delta["partial_json"])
         if index not in self._open:
             return
-        delta = data["delta"]
         match delta["type"]:
             case "text_delta":
-                events.append(c.TextDelta(index, delta["text"]))
+                events.append(c.TextDelta(self._alias.get(index, index), delta["text"]))
+                self._texts += len(delta["text"])
+            case "citations_delta" if index in self._cites:
+                self._cites[index][1].append(delta["citation"])
             case "thinking_delta":
                 events.append(c.ThinkingDelta(index, delta["thinking"]))
             case "signature_delta":
@@ -948,9 +1229,21 @@ class MessageStreamDecoder:
 
     def _block_stop(self, data: dict[str, Any], events: list[c.Event]) -> None:
         index = data["index"]
+        if (search := self._searches.pop(index, None)) is not None:
+            try:
+                self._sources.query(json.loads("".join(search) or "{}"))
+            except ValueError:
+                pass
+        if (cited := self._cites.pop(index, None)) is not None:
+            start, citations = cited
+            for citation in citations:
+                self._sources.cite(citation, start, self._texts, "")
         if index in self._open:
             self._open.discard(index)
-            events.append(c.BlockStop(index))
+            if index in self._text_blocks:
+                self._pending = self._alias.get(index, index)
+            else:
+                events.append(c.BlockStop(index))
 
     def _message_delta(self, data: dict[str, Any], events: list[c.Event]) -> None:
         self._reason = data["delta"].get("stop_reason") or self._reason or "end_turn"

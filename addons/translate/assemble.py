@@ -48,6 +48,8 @@ class Assembler:
                 if isinstance(block, c.ToolCall):
                     text = "".join(self._args.pop(index, []))
                     block.arguments = json.loads(text) if text.strip() else {}
+            case c.Grounded(grounding=grounding):
+                self.response.grounding = grounding
             case c.Finish(reason=reason, usage=usage):
                 self.response.finish_reason = reason
                 self.response.usage = usage

@@ -98,6 +98,44 @@ class ResponseFormat:
 
 
 @dataclass(slots=True)
+class WebSearch:
+    """The caller let the model search the web (Anthropic `web_search_*`, OpenAI `web_search`,
+    chat `web_search_options`, Gemini `googleSearch`, a `-online` model name)."""
+
+    max_uses: int | None = None
+    allowed_domains: list[str] = field(default_factory=list)
+    blocked_domains: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Source:
+    url: str
+    title: str = ""
+
+
+@dataclass(slots=True)
+class Citation:
+    """A span of the answer's text that rests on some sources. `start`/`end` are character
+    offsets into the answer's text: every Text part of the answer, joined in order."""
+
+    start: int
+    end: int
+    text: str
+    sources: list[int]  # indexes into Grounding.sources
+
+
+@dataclass(slots=True)
+class Grounding:
+    """What a search behind an answer found: the queries run, the sources read, the spans of
+    the answer each backs (Gemini's groundingMetadata, Anthropic's search blocks and citations,
+    OpenAI's url_citation annotations)."""
+
+    queries: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    citations: list[Citation] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Request:
     model: str
     messages: list[Message]
@@ -117,6 +155,7 @@ class Request:
     candidate_count: int | None = None
     response_format: ResponseFormat | None = None
     thinking: ThinkingConfig | None = None
+    search: WebSearch | None = None
 
 
 @dataclass(slots=True)
@@ -139,6 +178,7 @@ class Response:
     finish_reason: FinishReason = "stop"
     usage: Usage = field(default_factory=Usage)
     created: int = 0
+    grounding: Grounding | None = None
 
 
 # --- stream events -----------------------------------------------------------------------------
@@ -189,6 +229,14 @@ class Finish:
 
 
 @dataclass(slots=True)
+class Grounded:
+    """The search behind the answer, once the upstream has said what it found: before the
+    Finish, while the text it cites may still be open."""
+
+    grounding: Grounding
+
+
+@dataclass(slots=True)
 class StreamError:
     message: str
     status: int = 502
@@ -196,8 +244,13 @@ class StreamError:
 
 
 Event = (
-    BlockStart | TextDelta | ThinkingDelta | SignatureDelta | ToolArgsDelta | BlockStop | Finish | StreamError
+    BlockStart | TextDelta | ThinkingDelta | SignatureDelta | ToolArgsDelta | BlockStop | Grounded | Finish | StreamError
 )
+
+
+def answer_text(parts: list[Part]) -> str:
+    """The text citations count in: every Text part, joined in order."""
+    return "".join(part.text for part in parts if isinstance(part, Text))
 
 
 class BadRequest(Exception):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .gemini import SchemaSubset, clean_schema
+from .gemini import SchemaSubset, clean_schema, fit_image_model, is_image_model
 
 __all__ = ["CLAUDE_STEPS", "is_claude", "prepare"]
 
@@ -108,6 +108,8 @@ def prepare(
 ) -> dict[str, Any]:
     """The body to send `model` on v1internal. The input is never changed; for a model other
     than Claude it comes back as it is unless its output has to be capped."""
+    if is_image_model(model):
+        return fit_image_model(_field_names(_capped(body, output_limit), "request"), name_modalities=False)
     if not is_claude(model):
         return _capped(body, output_limit)
     request = Request(_field_names(body, "request"), output_limit, signature_family)

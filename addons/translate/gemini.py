@@ -152,6 +152,13 @@ _BUDGETS_OUT: Final[dict[str, int]] = {"minimal": 512, "low": 1024, "medium": 81
 _PLACEHOLDER_SIGNATURE: Final = "skip_thought_signature_validator"
 
 _GENERATION_METHODS: Final = ["generateContent", "streamGenerateContent", "countTokens"]
+_KIND_NOTES: Final = {"image": " (an image model)", "embedding": " (an embedding model)"}
+# What each kind of model is for, as the Gemini API lists it.
+_METHODS: Final[dict[str, list[str]]] = {
+    "text": _GENERATION_METHODS,
+    "image": ["generateContent", "streamGenerateContent", "countTokens"],
+    "embedding": ["embedContent", "batchEmbedContents"],
+}
 
 _SYNTHETIC_ID = re.compile(r"call_[0-9a-f]{24}")
 _GEMINI_GENERATION = re.compile(r"gemini-(\d+)")
@@ -376,6 +383,31 @@ def _tools(value: Any) -> list[c.Tool]:
     return tools
 
 
+_SEARCH_TOOLS: Final = ("googleSearch", "googleSearchRetrieval")
+
+
+def _search(value: Any) -> c.WebSearch | None:
+    """Google Search grounding among the tools (the SDKs send google_search too)."""
+    for tool in value if isinstance(value, list) else ():
+        if isinstance(tool, dict) and any(_get(tool, key) is not None for key in _SEARCH_TOOLS):
+            return c.WebSearch()
+    return None
+
+
+def fit_search(body: dict[str, Any], searching: bool) -> dict[str, Any]:
+    """A GenerateContentRequest whose tools say what Google allows: Google Search when asked for,
+    but never beside function declarations (Google refuses the pair; the functions win)."""
+    tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+    declares = any(isinstance(t, dict) and _get(t, "functionDeclarations") for t in tools)
+    grounds = any(isinstance(t, dict) and any(_get(t, key) is not None for key in _SEARCH_TOOLS) for t in tools)
+    if declares and grounds:
+        kept = [t for t in tools if not (isinstance(t, dict) and any(_get(t, key) is not None for key in _SEARCH_TOOLS))]
+        return {**body, "tools": kept}
+    if searching and not declares and not grounds:
+        return {**body, "tools": [*tools, {"googleSearch": {}}]}
+    return body
+
+
 def _tool_choice(value: Any, tools: list[c.Tool]) -> tuple[c.ToolChoice | None, list[c.Tool]]:
     """`allowedFunctionNames` with one name is a forced tool; with several, the other tools are
     left out, which restricts the choice the same way in every protocol."""
@@ -450,6 +482,7 @@ def decode_request(body: Any, *, model: str | None = None) -> c.Request:
         system=_system(_get(body, "systemInstruction")),
         tools=tools,
         tool_choice=tool_choice,
+        search=_search(body.get("tools")),
     )
     config = _get(body, "generationConfig")
     if config is None:
@@ -544,14 +577,15 @@ def _caller_parts(parts: list[c.Part], thoughts: bool) -> list[dict[str, Any]]:
 
 
 def encode_response(response: c.Response, request: c.Request) -> dict[str, Any]:
+    candidate = {
+        "content": {"role": "model", "parts": _caller_parts(response.parts, _wants_thoughts(request))},
+        "finishReason": _FINISH_OUT[response.finish_reason],
+        "index": 0,
+    }
+    if response.grounding is not None:
+        candidate["groundingMetadata"] = grounding_out(response.grounding, c.answer_text(response.parts))
     return {
-        "candidates": [
-            {
-                "content": {"role": "model", "parts": _caller_parts(response.parts, _wants_thoughts(request))},
-                "finishReason": _FINISH_OUT[response.finish_reason],
-                "index": 0,
-            }
-        ],
+        "candidates": [candidate],
         "usageMetadata": _usage_metadata(response.usage),
         "modelVersion": response.model,
         "responseId": response.id,
@@ -573,7 +607,10 @@ class GeminiStreamEncoder:
     the chunks are `data:` events, else the elements of one JSON array (`:streamGenerateContent`
     without `alt=sse`). The constant head and tail of a chunk are encoded once."""
 
-    __slots__ = ("_sse", "_thoughts", "_head", "_tail", "_ids", "_blocks", "_calls", "_signature", "_opened", "_done")
+    __slots__ = (
+        "_sse", "_thoughts", "_head", "_tail", "_ids", "_blocks", "_calls", "_signature", "_opened", "_done",
+        "_grounding", "_text",
+    )
 
     def __init__(self, request: c.Request, response_id: str, model: str, created: int = 0, sse: bool = True) -> None:
         self._sse = sse
@@ -586,6 +623,8 @@ class GeminiStreamEncoder:
         self._signature: str | None = None  # a thinking block's signature, for the next part
         self._opened = False
         self._done = False
+        self._grounding: c.Grounding | None = None  # sent with the last chunk, as Google does
+        self._text: list[str] = []
 
     def _frame(self, chunk: bytes) -> bytes:
         if self._sse:
@@ -614,6 +653,8 @@ class GeminiStreamEncoder:
         candidate: dict[str, Any] = {"finishReason": _FINISH_OUT[reason], "index": 0}
         if self._signature is not None:
             candidate["content"] = {"role": "model", "parts": [{"text": "", "thoughtSignature": self._signature}]}
+        if self._grounding is not None:
+            candidate["groundingMetadata"] = grounding_out(self._grounding, "".join(self._text))
         chunk = b'{"candidates":[' + _dumps(candidate).encode() + b'],"usageMetadata":'
         chunk += _dumps(_usage_metadata(usage)).encode() + b"," + self._ids
         return self._frame(chunk) + self._end()
@@ -629,7 +670,10 @@ class GeminiStreamEncoder:
         for event in events:
             match event:
                 case c.TextDelta(text=text) if text:
+                    self._text.append(text)
                     out.append(self._part({"text": text}))
+                case c.Grounded(grounding=grounding):
+                    self._grounding = grounding
                 case c.ThinkingDelta(text=text) if text and self._thoughts:
                     out.append(self._part({"text": text, "thought": True}))
                 case c.ToolArgsDelta(index=index, json=fragment) if index in self._calls:
@@ -651,6 +695,7 @@ class GeminiStreamEncoder:
                         case c.Image():
                             out.append(self._part(_media_part(part)))
                         case c.Text(text=text, signature=signature) if text or signature:
+                            self._text.append(text)
                             out.append(self._part(_signed({"text": text}, signature)))
                         case c.Thinking(text=text, signature=signature):
                             if text and self._thoughts and not part.redacted:
@@ -690,8 +735,8 @@ def encode_model(model: ModelInfo) -> dict[str, Any]:
         "name": f"models/{model.id}",
         "version": "001",
         "displayName": model.display_name or model.id,
-        "description": f"{model.display_name or model.id}, served by Switchyard",
-        "supportedGenerationMethods": list(_GENERATION_METHODS),
+        "description": f"{model.display_name or model.id}{_KIND_NOTES.get(model.kind, '')}, served by Switchyard",
+        "supportedGenerationMethods": list(_METHODS.get(model.kind, _GENERATION_METHODS)),
     }
     if model.input_token_limit:
         body["inputTokenLimit"] = model.input_token_limit
@@ -1033,6 +1078,32 @@ def _generation_config(request: c.Request, model: str) -> dict[str, Any]:
     return config
 
 
+_IMAGE_MODEL = re.compile(r"(?:^|[-_/])image(?:$|[-_])|^(?:models/)?imagen-")
+# What an image model refuses: it draws from the conversation alone.
+_NOT_FOR_IMAGES: Final = ("tools", "toolConfig", "systemInstruction")
+_NOT_FOR_IMAGES_CONFIG: Final = ("thinkingConfig", "responseMimeType", "responseSchema", "responseJsonSchema")
+
+
+def is_image_model(model: str) -> bool:
+    """gemini-3.1-flash-image, gemini-2.5-flash-image-preview, imagen-4: models that draw."""
+    return _IMAGE_MODEL.search(model) is not None
+
+
+def fit_image_model(body: dict[str, Any], *, name_modalities: bool) -> dict[str, Any]:
+    """A GenerateContentRequest (camelCase) as an image model takes it: no tools, no system
+    prompt, no thinking (Antigravity-Manager strips the same); the Gemini API is told to answer
+    with images too, Cloud Code is not told (its envelope says `image_gen`)."""
+    out = {key: value for key, value in body.items() if key not in _NOT_FOR_IMAGES}
+    config = body.get("generationConfig")
+    config = {k: v for k, v in config.items() if k not in _NOT_FOR_IMAGES_CONFIG} if isinstance(config, dict) else {}
+    config.pop("responseModalities", None)
+    if name_modalities:
+        config["responseModalities"] = ["TEXT", "IMAGE"]
+    if config:
+        out["generationConfig"] = config
+    return out
+
+
 def encode_request(request: c.Request, model: str) -> dict[str, Any]:
     """A GenerateContentRequest body for `model` (which the body itself does not name)."""
     body: dict[str, Any] = {"contents": _upstream_contents(request.messages, model)}
@@ -1045,6 +1116,8 @@ def encode_request(request: c.Request, model: str) -> dict[str, Any]:
             if choice.mode == "tool" and choice.name:
                 calling["allowedFunctionNames"] = [choice.name]
             body["toolConfig"] = {"functionCallingConfig": calling}
+    elif request.search is not None:
+        body["tools"] = [{"googleSearch": {}}]
     if generation := _generation_config(request, model):
         body["generationConfig"] = generation
     return body
@@ -1146,6 +1219,55 @@ def _usage(meta: dict[str, Any]) -> c.Usage:
 _DELTAS: Final = {c.Text: c.TextDelta, c.Thinking: c.ThinkingDelta}
 
 
+def _char_offset(raw: bytes, at: Any) -> int:
+    """A UTF-8 byte offset (Google's segments count bytes) as a character offset."""
+    return len(raw[: at if isinstance(at, int) and at > 0 else 0].decode("utf-8", "ignore"))
+
+
+def grounding_in(meta: dict[str, Any], text: str) -> c.Grounding:
+    """Google's groundingMetadata as the canonical Grounding: queries, sources (a chunk keeps its
+    place even when it is not a web page, as supports count chunks by position) and spans, their
+    byte offsets into the answer's text made character offsets; a segment whose text says it
+    lies elsewhere is found by its text."""
+    grounding = c.Grounding(queries=[q for q in meta.get("webSearchQueries") or () if isinstance(q, str)])
+    for chunk in meta.get("groundingChunks") or ():
+        found = next((v for v in chunk.values() if isinstance(v, dict)), {}) if isinstance(chunk, dict) else {}
+        grounding.sources.append(c.Source(str(found.get("uri") or ""), str(found.get("title") or "")))
+    raw = text.encode()
+    for support in meta.get("groundingSupports") or ():
+        segment = support.get("segment") if isinstance(support, dict) else None
+        if not isinstance(segment, dict):
+            continue
+        start, end = _char_offset(raw, segment.get("startIndex")), _char_offset(raw, segment.get("endIndex"))
+        said = segment.get("text") if isinstance(segment.get("text"), str) else ""
+        if said and text[start:end] != said and (at := text.find(said)) >= 0:
+            start, end = at, at + len(said)
+        indexes = [i for i in support.get("groundingChunkIndices") or () if isinstance(i, int)]
+        if end > start:
+            grounding.citations.append(c.Citation(start, end, said or text[start:end], indexes))
+    return grounding
+
+
+def grounding_out(grounding: c.Grounding, text: str) -> dict[str, Any]:
+    """The canonical Grounding as Google's groundingMetadata (UTF-8 byte offsets)."""
+
+    def at(offset: int) -> int:
+        return len(text[:offset].encode())
+
+    supports = []
+    for citation in grounding.citations:
+        segment: dict[str, Any] = {"endIndex": at(citation.end), "text": citation.text}
+        if citation.start:
+            segment["startIndex"] = at(citation.start)
+        supports.append({"segment": segment, "groundingChunkIndices": citation.sources})
+    meta: dict[str, Any] = {"groundingChunks": [{"web": {"uri": s.url, "title": s.title}} for s in grounding.sources]}
+    if supports:
+        meta["groundingSupports"] = supports
+    if grounding.queries:
+        meta["webSearchQueries"] = grounding.queries
+    return meta
+
+
 class GeminiStreamDecoder:
     """Gemini answers (SSE `data:` events, a streamed JSON array, or whole bodies via `add`)
     -> canonical events. With `unwrap`, each answer may sit in v1internal's `{"response": ...}`.
@@ -1165,6 +1287,8 @@ class GeminiStreamDecoder:
         "_tool_calls",
         "_content",
         "_done",
+        "_grounding",
+        "_text",
         "response_id",
         "model",
     )
@@ -1182,6 +1306,8 @@ class GeminiStreamDecoder:
         self._tool_calls = False
         self._content = False
         self._done = False
+        self._grounding: dict[str, Any] | None = None  # the last groundingMetadata: each repeats the whole
+        self._text: list[str] = []  # the answer's text, which grounding offsets count in
         self.response_id: str | None = None
         self.model: str | None = None
 
@@ -1228,6 +1354,8 @@ class GeminiStreamDecoder:
         if self._done:
             return out
         self._done = True
+        if self._grounding is not None and self._content:
+            out.append(c.Grounded(grounding_in(self._grounding, "".join(self._text))))
         self._close_block(out)
         if self._reason is None and not self._content:
             out.append(c.StreamError("upstream ended the stream without an answer"))
@@ -1291,6 +1419,8 @@ class GeminiStreamDecoder:
                 self._part(part, out)
             if reason := candidate.get("finishReason"):
                 self._reason = _FINISH_IN.get(reason, "stop")
+            if isinstance(meta := candidate.get("groundingMetadata"), dict):
+                self._grounding = meta
         elif (feedback := obj.get("promptFeedback")) and feedback.get("blockReason"):
             self._reason = "content_filter"
 
@@ -1325,6 +1455,8 @@ class GeminiStreamDecoder:
                 self._open_block(kind, out)
             if text:
                 out.append(_DELTAS[kind](self._index, text))
+                if kind is c.Text:
+                    self._text.append(text)
         elif (media := part.get("inlineData") or part.get("fileData")) is not None:
             self._close_block(out)
             self._index += 1
@@ -1363,7 +1495,8 @@ class GeminiDialect:
 
     @staticmethod
     def encode_request(request: c.Request, model: str) -> dict[str, Any]:
-        return encode_request(request, model)
+        body = encode_request(request, model)
+        return fit_image_model(body, name_modalities=True) if is_image_model(model) else body
 
     def decode_response(self, body: Any) -> c.Response:
         if isinstance(body, bytes | str):

@@ -384,10 +384,14 @@ def decode_chat_request(body: Any, *, model: str | None = None) -> c.Request:
     history = _History()
     for i, message in enumerate(messages):
         history.add(i, message)
+    options = body.get("web_search_options")
+    if options is not None and not isinstance(options, dict):
+        raise _invalid("web_search_options", "must be an object")
     return c.Request(
         model=name,
         messages=history.messages,
         system=history.system,
+        search=c.WebSearch() if options is not None else None,
         tools=_tools(body),
         tool_choice=_tool_choice(body),
         response_format=_response_format(body.get("response_format")),
@@ -428,11 +432,49 @@ def encode_usage(usage: c.Usage) -> dict[str, Any]:
     }
 
 
+def image_markdown(image: c.Image) -> str:
+    """An image the model drew, as chat has no image output: Markdown with a data: URL (the
+    convention other gateways use)."""
+    return f"![image]({image.url if image.data is None else f'data:{image.mime_type};base64,{image.data}'})"
+
+
+def url_citations(grounding: c.Grounding) -> list[dict[str, Any]]:
+    """Chat's url_citation annotations: character offsets into the message content, which is the
+    answer's text."""
+    out = []
+    for citation in grounding.citations:
+        for i in citation.sources:
+            if 0 <= i < len(grounding.sources):
+                source = grounding.sources[i]
+                cited = {"start_index": citation.start, "end_index": citation.end, "title": source.title or source.url,
+                         "url": source.url}
+                out.append({"type": "url_citation", "url_citation": cited})
+    return out
+
+
+def _grounding_in(annotations: Any, content: str) -> c.Grounding | None:
+    grounding = c.Grounding()
+    places: dict[str, int] = {}
+    for annotation in annotations if isinstance(annotations, list) else ():
+        cited = annotation.get("url_citation") if isinstance(annotation, dict) else None
+        if not isinstance(cited, dict) or not isinstance(url := cited.get("url"), str):
+            continue
+        if url not in places:
+            places[url] = len(grounding.sources)
+            grounding.sources.append(c.Source(url, str(cited.get("title") or "")))
+        start, end = cited.get("start_index"), cited.get("end_index")
+        if isinstance(start, int) and isinstance(end, int) and end > start:
+            grounding.citations.append(c.Citation(start, end, content[start:end], [places[url]]))
+    return grounding if grounding.sources else None
+
+
 def encode_chat_response(response: c.Response, request: c.Request) -> dict[str, Any]:
-    texts = [p.text for p in response.parts if isinstance(p, c.Text)]
+    texts = [p.text if isinstance(p, c.Text) else image_markdown(p) for p in response.parts if isinstance(p, c.Text | c.Image)]
     thoughts = [p.text for p in response.parts if isinstance(p, c.Thinking) and not p.redacted]
     calls = [_encode_call(p) for p in response.parts if isinstance(p, c.ToolCall)]
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if response.grounding is not None:
+        message["annotations"] = url_citations(response.grounding)
     if thoughts:
         message["reasoning_content"] = "".join(thoughts)
     if calls:
@@ -484,8 +526,16 @@ def error_body(status: int, message: str, kind: str | None = None) -> dict[str, 
     return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
 
 
+# ModelInfo.kind -> the `mode` LiteLLM's model info uses for it; OpenAI's list has no such field,
+# and clients ignore fields they do not know.
+_MODES: Final = {"text": "chat", "image": "image_generation", "embedding": "embedding"}
+
+
 def encode_model_list(models: list[ModelInfo]) -> dict[str, Any]:
-    data = [{"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by} for m in models]
+    data = [
+        {"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by, "mode": _MODES.get(m.kind, "chat")}
+        for m in models
+    ]
     return {"object": "list", "data": data}
 
 
@@ -565,6 +615,10 @@ class ChatStreamEncoder:
                     chunks.append(out.fill(self._reasoning, text))
                 case c.ToolArgsDelta(index=index, json=fragment) if fragment and index in self._tools:
                     chunks.append(out.fill(self._tools[index], fragment))
+                case c.BlockStart(part=c.Image() as image):
+                    chunks.append(out.fill(self._content, image_markdown(image)))
+                case c.Grounded(grounding=grounding):
+                    chunks.append(self._delta({"annotations": url_citations(grounding)}))
                 case c.BlockStart(index=index, part=c.ToolCall(id=call_id, name=name)):
                     k = len(self._tools)
                     before = f'{{"index":0,"delta":{{"tool_calls":[{{"index":{k},"function":{{"arguments":'
@@ -678,6 +732,8 @@ def encode_chat_request(request: c.Request, model: str) -> dict[str, Any]:
         body["stop"] = request.stop
     if request.tools:
         body["tools"] = [_encode_function(tool) for tool in request.tools]
+    elif request.search is not None and "search" in model:
+        body["web_search_options"] = {}  # only OpenAI's search models take it (and no tools)
     if request.tool_choice is not None:
         body["tool_choice"] = _encode_tool_choice(request.tool_choice)
     if request.response_format is not None:
@@ -748,6 +804,7 @@ def decode_chat_response(body: Any) -> c.Response:
             finish_reason=_UPSTREAM_FINISH.get(choice.get("finish_reason") or "stop", "stop"),
             usage=decode_usage(body.get("usage") or {}),
             created=body.get("created") or 0,
+            grounding=_grounding_in(message.get("annotations"), content if isinstance(content, str) else ""),
         )
     except (KeyError, IndexError, TypeError, AttributeError) as error:
         raise c.BadUpstreamAnswer(f"not a chat.completion answer ({type(error).__name__}: {error})") from None
@@ -768,7 +825,9 @@ class ChatStreamDecoder:
     the answer finishes. The Finish waits for `[DONE]` (or the body's end), since the usage
     chunk comes after the finish_reason."""
 
-    __slots__ = ("_sse", "_block", "_kind", "_tools", "_last_tool", "_next", "_reason", "_usage", "_ended")
+    __slots__ = (
+        "_sse", "_block", "_kind", "_tools", "_last_tool", "_next", "_reason", "_usage", "_ended", "_text", "_annotations",
+    )
 
     def __init__(self) -> None:
         self._sse = SSEParser()
@@ -780,6 +839,8 @@ class ChatStreamDecoder:
         self._reason: c.FinishReason | None = None
         self._usage = c.Usage()
         self._ended = False
+        self._text: list[str] = []  # the content so far, which annotations count in
+        self._annotations: list[Any] = []
 
     def feed(self, chunk: bytes) -> list[c.Event]:
         out: list[c.Event] = []
@@ -808,6 +869,8 @@ class ChatStreamDecoder:
         if self._reason is None and not (done and self._next):
             missing = "a finish_reason" if self._next else "an answer"
             return self._fail(out, c.StreamError(f"upstream stream ended without {missing}"))
+        if (grounding := _grounding_in(self._annotations, "".join(self._text))) is not None:
+            out.append(c.Grounded(grounding))
         self._stop(out)
         self._ended = True
         out.append(c.Finish(self._reason or "stop", self._usage))
@@ -849,6 +912,9 @@ class ChatStreamDecoder:
         if (content := delta.get("content")) and isinstance(content, str):
             index = self._block if self._kind == "text" else self._open(out, "text", c.Text(""))
             out.append(c.TextDelta(index, content))  # type: ignore[arg-type]
+            self._text.append(content)
+        if isinstance(annotations := delta.get("annotations"), list):
+            self._annotations += annotations
         for call in delta.get("tool_calls") or ():
             self._tool_call(call, out)
         if reason := choice.get("finish_reason"):

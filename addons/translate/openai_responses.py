@@ -3,9 +3,11 @@
 A Responses conversation is a flat list of items (messages, reasoning, function calls and their
 outputs); canonical messages group parts by role, so consecutive items of one role share a
 message. Reasoning items carry their signature in `encrypted_content`, which is opaque to the
-client and goes back to whichever upstream made it. Built-in tools (web_search, file_search, ...)
-have no upstream counterpart behind this gateway and are dropped rather than refused, because
-Codex always sends web_search.
+client and goes back to whichever upstream made it. The `web_search` tools become the canonical
+search (which an upstream runs as its own search tool); what it found comes back as
+`web_search_call` items and `url_citation` annotations. Other built-in tools (file_search, ...)
+have no upstream counterpart behind this gateway and are dropped rather than refused. An image
+the model drew is an `image_generation_call` item.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def decode_request(body: Any, *, model: str | None = None, history: list[c.Messa
         model=model,
         messages=conversation.messages,
         system=conversation.system,
+        search=_decode_search(body.get("tools")),
         tools=_decode_tools(body.get("tools")),
         tool_choice=_decode_tool_choice(body.get("tool_choice")),
         stream=bool(_scalar(body, "stream", bool, "a boolean")),
@@ -247,6 +250,18 @@ def _decode_tools(raw: Any) -> _Tools:
     return tools
 
 
+_SEARCH_TOOLS: Final = ("web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11")
+
+
+def _decode_search(raw: Any) -> c.WebSearch | None:
+    for tool in raw if isinstance(raw, list) else ():
+        if isinstance(tool, dict) and tool.get("type") in _SEARCH_TOOLS:
+            filters = tool.get("filters") if isinstance(tool.get("filters"), dict) else {}
+            domains = filters.get("allowed_domains") or ()
+            return c.WebSearch(allowed_domains=[d for d in domains if isinstance(d, str)])
+    return None
+
+
 def _decode_tool_choice(raw: Any) -> c.ToolChoice | None:
     if raw is None:
         return None
@@ -332,13 +347,49 @@ def _reasoning(item_id: str, thinking: c.Thinking, show_thoughts: bool) -> dict[
     return item
 
 
-def _output_text(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": []}
+def _output_text(text: str, annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": annotations or []}
 
 
-def _message(item_id: str, text: str | None, status: str) -> dict[str, Any]:
-    content = [] if text is None else [_output_text(text)]
+def _message(item_id: str, text: str | None, status: str, annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    content = [] if text is None else [_output_text(text, annotations)]
     return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content}
+
+
+def _annotations(grounding: c.Grounding | None, base: int, length: int) -> list[dict[str, Any]]:
+    """url_citation annotations for the text at `base` (of `length` characters) in the answer."""
+    out = []
+    for citation in grounding.citations if grounding else ():
+        start, end = max(citation.start - base, 0), min(citation.end - base, length)
+        if start >= end:
+            continue
+        for i in citation.sources:
+            if 0 <= i < len(grounding.sources):  # type: ignore[union-attr]
+                source = grounding.sources[i]  # type: ignore[union-attr]
+                out.append({"type": "url_citation", "start_index": start, "end_index": end,
+                            "title": source.title or source.url, "url": source.url})
+    return out
+
+
+def _searches(grounding: c.Grounding, response_id: str, start: int, status: str = "completed") -> list[dict[str, Any]]:
+    """One web_search_call item per query; the sources go with the first (Google does not say
+    which query found which)."""
+    items = []
+    for i, query in enumerate(grounding.queries or [""]):
+        action: dict[str, Any] = {"type": "search", "query": query}
+        if i == 0 and status == "completed":
+            action["sources"] = [{"type": "url", "url": s.url} for s in grounding.sources]
+        items.append({"id": _item_id("ws", response_id, start + i), "type": "web_search_call", "status": status,
+                      "action": action})
+    return items
+
+
+def _drawn(item_id: str, image: c.Image, status: str = "completed") -> dict[str, Any]:
+    item: dict[str, Any] = {"id": item_id, "type": "image_generation_call", "status": status}
+    if status == "completed":
+        item["result"] = image.data
+        item["output_format"] = image.mime_type.removeprefix("image/")
+    return item
 
 
 def _namespaces(request: c.Request) -> dict[str, tuple[str, str]]:
@@ -459,17 +510,28 @@ def encode_response(response: c.Response, request: c.Request) -> dict[str, Any]:
     response_id = _response_id(response.id)
     show_thoughts = _show_thoughts(request)
     namespaces = _namespaces(request)
+    grounding = response.grounding
     output: list[dict[str, Any]] = []
+    offset = 0  # of the text part in the answer's text, which citations count in
     for part in response.parts:
         index = len(output)
         match part:
             case c.Thinking():
                 output.append(_reasoning(_item_id("rs", response_id, index), part, show_thoughts))
             case c.Text(text=text):
-                output.append(_message(_item_id("msg", response_id, index), text, "completed"))
+                if grounding is not None and not any(item["type"] == "web_search_call" for item in output):
+                    output += _searches(grounding, response_id, index)  # the search before its answer
+                    index = len(output)
+                annotations = _annotations(grounding, offset, len(text))
+                output.append(_message(_item_id("msg", response_id, index), text, "completed", annotations))
+                offset += len(text)
+            case c.Image(data=data) if data:
+                output.append(_drawn(_item_id("ig", response_id, index), part))
             case c.ToolCall(arguments=arguments):
                 item_id = _item_id("fc", response_id, index)
                 output.append(_function_call(item_id, part, _dumps(arguments), "completed", namespaces))
+    if grounding is not None and not any(item["type"] == "web_search_call" for item in output):
+        output += _searches(grounding, response_id, len(output))
     ending = _ENDINGS.get(response.finish_reason, _COMPLETED)
     return _response(_echo(request), response_id, response.model, response.created, ending, output, response.usage)
 
@@ -484,6 +546,8 @@ class _OpenItem:
     chunks: list[str] = field(default_factory=list)  # summary text, text or argument JSON
     signature: str = ""
     summary_open: bool = False  # reasoning: summary part announced
+    base: int = 0  # text: where it starts in the answer's text, which citations count in
+    annotations: list[dict[str, Any]] = field(default_factory=list)
 
     def ref(self, **fields: Any) -> dict[str, Any]:
         """The fields every event about this item repeats, then the event's own."""
@@ -506,6 +570,9 @@ class StreamEncoder:
         "_open",
         "_output",
         "_done",
+        "_text",
+        "_searching",
+        "_ended",
     )
 
     def __init__(self, request: c.Request, response_id: str, model: str, created: int) -> None:
@@ -519,6 +586,11 @@ class StreamEncoder:
         self._open: dict[int, _OpenItem] = {}  # by canonical block index
         self._output: list[dict[str, Any] | None] = []  # by output_index; None while open
         self._done = False
+        self._text = 0  # characters of answer text so far
+        # A search's message is done only when its sources are known (Google and Anthropic tell
+        # them as the answer ends). With function tools Google runs no search.
+        self._searching = request.search is not None and not request.tools
+        self._ended: set[int] = set()  # text blocks that ended, waiting for their sources
 
     def encode(self, events: list[c.Event]) -> bytes:
         if self._done:
@@ -554,8 +626,14 @@ class StreamEncoder:
             case c.SignatureDelta(index=index, signature=signature):
                 if (item := self._open.get(index)) is not None:
                     item.signature += signature
+            case c.BlockStart(part=c.Image(data=data) as image) if data:
+                self._image(out, image)
+            case c.Grounded(grounding=grounding):
+                self._grounded(out, grounding)
             case c.BlockStop(index=index):
-                if (item := self._open.pop(index, None)) is not None:
+                if self._searching and isinstance(getattr(self._open.get(index), "part", None), c.Text):
+                    self._ended.add(index)  # its sources may come after its last word: done at the end
+                elif (item := self._open.pop(index, None)) is not None:
                     self._stop(out, item)
             case c.Finish(reason=reason, usage=usage):
                 for item in sorted(self._open.values(), key=lambda item: item.output_index):
@@ -565,6 +643,8 @@ class StreamEncoder:
                 self._emit(out, {"type": f"response.{ending[0]}", "response": self._snapshot(ending, usage)})
                 self._done = True
             case c.StreamError(message=message, status=status):
+                for index in sorted(self._ended, key=lambda i: self._open[i].output_index):
+                    self._stop(out, self._open.pop(index))  # finished before the failure
                 code = "rate_limit_exceeded" if status == 429 else "server_error"
                 ending = ("failed", None, {"code": code, "message": message})
                 self._emit(out, {"type": "response.failed", "response": self._snapshot(ending, None)})
@@ -584,6 +664,8 @@ class StreamEncoder:
                 item = _OpenItem(part, output_index, _item_id("fc", self._id, output_index))
                 added = _function_call(item.item_id, part, "", "in_progress", self._namespaces)
         item.signature = part.signature or ""
+        if isinstance(part, c.Text):
+            item.base = self._text
         self._open[index] = item
         self._output.append(None)
         self._emit(out, {"type": "response.output_item.added", "output_index": output_index, "item": added})
@@ -595,6 +677,7 @@ class StreamEncoder:
         match item.part:
             case c.Text():
                 item.chunks.append(text)
+                self._text += len(text)
                 delta = item.ref(content_index=0, delta=text, logprobs=[])
                 self._emit(out, {"type": "response.output_text.delta", **delta})
             case c.ToolCall():
@@ -615,9 +698,9 @@ class StreamEncoder:
             case c.Text():
                 text_done = item.ref(content_index=0, text=text, logprobs=[])
                 self._emit(out, {"type": "response.output_text.done", **text_done})
-                part_done = item.ref(content_index=0, part=_output_text(text))
+                part_done = item.ref(content_index=0, part=_output_text(text, item.annotations))
                 self._emit(out, {"type": "response.content_part.done", **part_done})
-                done = _message(item.item_id, text, "completed")
+                done = _message(item.item_id, text, "completed", item.annotations)
             case c.ToolCall() as call:
                 if not text:  # a call without arguments still sends a JSON object
                     text = "{}"
@@ -634,6 +717,36 @@ class StreamEncoder:
                 done = _reasoning(item.item_id, thinking, self._show_thoughts)
         self._output[item.output_index] = done
         self._emit(out, {"type": "response.output_item.done", "output_index": item.output_index, "item": done})
+
+
+    def _whole_item(self, out: list[bytes], added: dict[str, Any], done: dict[str, Any], progress: tuple[str, ...]) -> None:
+        """An item known whole at once: added, its progress events, done."""
+        output_index = len(self._output)
+        self._output.append(done)
+        self._emit(out, {"type": "response.output_item.added", "output_index": output_index, "item": added})
+        for kind in progress:
+            self._emit(out, {"type": kind, "item_id": done["id"], "output_index": output_index})
+        self._emit(out, {"type": "response.output_item.done", "output_index": output_index, "item": done})
+
+    def _image(self, out: list[bytes], image: c.Image) -> None:
+        item_id = _item_id("ig", self._id, len(self._output))
+        progress = ("in_progress", "generating", "completed")
+        self._whole_item(out, _drawn(item_id, image, "in_progress"), _drawn(item_id, image),
+                         tuple(f"response.image_generation_call.{p}" for p in progress))
+
+    def _grounded(self, out: list[bytes], grounding: c.Grounding) -> None:
+        """The open text's citations as annotations, then the search as web_search_call items
+        (Google reports what it searched only as the answer ends)."""
+        for item in sorted(self._open.values(), key=lambda item: item.output_index):
+            if isinstance(item.part, c.Text):
+                for annotation in _annotations(grounding, item.base, sum(map(len, item.chunks))):
+                    event = item.ref(content_index=0, annotation_index=len(item.annotations), annotation=annotation)
+                    self._emit(out, {"type": "response.output_text.annotation.added", **event})
+                    item.annotations.append(annotation)
+        progress = tuple(f"response.web_search_call.{p}" for p in ("in_progress", "searching", "completed"))
+        for done, added in zip(_searches(grounding, self._id, len(self._output)),
+                               _searches(grounding, self._id, len(self._output), "in_progress")):
+            self._whole_item(out, added, done, progress)
 
 
 def stream_encoder(request: c.Request, response_id: str, model: str, created: int) -> StreamEncoder:

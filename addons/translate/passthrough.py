@@ -34,6 +34,7 @@ def request_body(caller: str, dialect: str, body: dict[str, Any], model: str, *,
     out = dict(body, model=model)
     if caller == "anthropic":
         _fit_thinking(out)
+        _drop_made_searches(out)
     if caller == "openai_chat" and stream:
         # The gateway needs usage for every stream; `Passthrough` hides it when not asked for.
         out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
@@ -82,6 +83,39 @@ def _fit_thinking(body: dict[str, Any]) -> None:
             body["context_management"] = {**management, "edits": kept}
         else:
             del body["context_management"]
+
+
+def _made_here(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(anthropic.MADE_HERE)
+
+
+def _drop_made_searches(body: dict[str, Any]) -> None:
+    """Search blocks and citations this gateway made (from Google's grounding) carry no data
+    Anthropic can verify, and Anthropic refuses them: a history with them keeps their text only."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or anthropic.MADE_HERE.encode() not in repr(messages).encode():
+        return
+    changed = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            changed.append(message)
+            continue
+        made = {
+            block.get("tool_use_id") for block in content
+            if isinstance(block, dict) and block.get("type") == "web_search_tool_result"
+            and any(_made_here(r.get("encrypted_content")) for r in block.get("content") or () if isinstance(r, dict))
+        }
+        kept = []
+        for block in content:
+            if isinstance(block, dict) and (block.get("id") in made or block.get("tool_use_id") in made):
+                continue
+            if isinstance(block, dict) and block.get("type") == "text" and block.get("citations"):
+                cited = [c for c in block["citations"] if not (isinstance(c, dict) and _made_here(c.get("encrypted_index")))]
+                block = {k: v for k, v in block.items() if k != "citations"} | ({"citations": cited} if cited else {})
+            kept.append(block)
+        changed.append({**message, "content": kept})
+    body["messages"] = changed
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:

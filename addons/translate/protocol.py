@@ -25,6 +25,7 @@ class ModelInfo:
     input_token_limit: int | None = None
     output_token_limit: int | None = None
     created: int = 0
+    kind: str = "text"  # what the model makes: text, image or embedding
 
 
 class StreamEncoder(Protocol):

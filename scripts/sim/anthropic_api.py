@@ -3,6 +3,7 @@ the request checks Anthropic makes (pairing, thinking signatures), answers whole
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .core import Conv, Ctx, Reply, Req, json_reply, sse_reply
 from .errors import Fail, bad
-from .util import IMAGE_TOKENS, b64_size, dumps, estimate_tokens, signature_key, split_text
+from .util import IMAGE_TOKENS, b64_size, dumps, estimate_tokens, search_answer, search_hits, signature_key, split_text
 
 if TYPE_CHECKING:
     from .state import ApiKey, SimState
@@ -122,6 +123,10 @@ def anthropic_conversation(body: dict[str, Any], signatures: dict[bytes | str, N
                 raise bad(f"tools.{i}.custom.input_schema: Field required")
             if not re.fullmatch(r"[a-zA-Z0-9_-]{1,128}", t["name"]):
                 raise bad(f"tools.{i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'")
+        elif str(t.get("type")).startswith("web_search_"):
+            web_search_tool(t, f"tools.{i}.{t['type']}")
+            conv.search = True
+            continue
         conv.tools.add(t["name"])
     system = body.get("system")
     if system is not None:
@@ -157,6 +162,43 @@ def anthropic_conversation(body: dict[str, Any], signatures: dict[bytes | str, N
         anthropic_thinking_rule(turns)
     anthropic_last_turn(conv, next(t.blocks for t in reversed(turns) if t.role == "user"))
     return conv
+
+
+def web_search_tool(tool: dict[str, Any], where: str) -> None:
+    """The web_search server tool, checked as Anthropic checks it."""
+    if tool["name"] != "web_search":
+        raise bad(f"{where}.name: Input should be 'web_search'")
+    uses = tool.get("max_uses")
+    if uses is not None and (isinstance(uses, bool) or not isinstance(uses, int) or uses < 1):
+        raise bad(f"{where}.max_uses: Input should be greater than or equal to 1")
+    if tool.get("allowed_domains") and tool.get("blocked_domains"):
+        raise bad(f"{where}: allowed_domains and blocked_domains cannot be used together")
+
+
+def search_blocks(query: str) -> list[dict[str, Any]]:
+    """What Anthropic answers after a web search: the server tool call, its results, then the
+    text, cited where a result backs it."""
+    hits = search_hits(query)
+    text, spans = search_answer(query)
+    call_id = "srvtoolu_" + secrets.token_urlsafe(18).replace("-", "x")
+    blocks: list[dict[str, Any]] = [
+        {"type": "server_tool_use", "id": call_id, "name": "web_search", "input": {"query": query}},
+        {"type": "web_search_tool_result", "tool_use_id": call_id, "content": [
+            {"type": "web_search_result", "url": h.url, "title": h.title, "page_age": "April 1, 2026",
+             "encrypted_content": base64.b64encode(("sim:" + h.url).encode()).decode()} for h in hits]},
+    ]
+    at = 0
+    for start, end, sources in spans:
+        if start > at:
+            blocks.append({"type": "text", "text": text[at:start]})
+        cited = [{"type": "web_search_result_location", "url": hits[i].url, "title": hits[i].title,
+                  "cited_text": text[start:end], "encrypted_index": base64.b64encode(f"sim:{i}".encode()).decode()}
+                 for i in sources]
+        blocks.append({"type": "text", "text": text[start:end], "citations": cited})
+        at = end
+    if at < len(text):
+        blocks.append({"type": "text", "text": text[at:]})
+    return blocks
 
 
 def anthropic_pairing(turns: list[AnthropicTurn], blocks: list[dict[str, Any]], role: str, where: str,
@@ -267,6 +309,9 @@ def messages(state: SimState, key: ApiKey, body: dict[str, Any], beta: str, ctx:
     if ans.call:
         blocks.append({"type": "tool_use", "id": "toolu_" + secrets.token_urlsafe(18), "name": ans.call[0],
                        "input": ans.call[1]})
+    elif ans.search is not None:
+        blocks += search_blocks(ans.search)
+        usage["server_tool_use"] = {"web_search_requests": 1, "web_fetch_requests": 0}
     else:
         blocks.append({"type": "text", "text": ans.text})
     stop = "tool_use" if ans.call else "end_turn"
@@ -289,19 +334,25 @@ def events(state: SimState, message: dict[str, Any], blocks: list[dict[str, Any]
             head = {"type": "thinking", "thinking": ""}
             deltas = [{"type": "thinking_delta", "thinking": t} for t in split_text(b["thinking"], n)]
             deltas.append({"type": "signature_delta", "signature": b["signature"]})
-        elif b["type"] == "tool_use":
+        elif b["type"] in ("tool_use", "server_tool_use"):
             head = {**b, "input": {}}
             args = dumps(b["input"]).decode()
             deltas = [{"type": "input_json_delta", "partial_json": t} for t in split_text(args, n)]
+        elif b["type"] == "web_search_tool_result":
+            head, deltas = b, []
         else:
             head = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": t} for t in split_text(b["text"], n)]
+            deltas = [{"type": "citations_delta", "citation": c} for c in b.get("citations", [])]
+            deltas += [{"type": "text_delta", "text": t} for t in split_text(b["text"], n)]
         out.append(ev("content_block_start", {"index": i, "content_block": head}))
         if i == 0:
             out.append(ev("ping", {}))
         out += [ev("content_block_delta", {"index": i, "delta": d}) for d in deltas]
         out.append(ev("content_block_stop", {"index": i}))
+    end_usage: dict[str, Any] = {"output_tokens": usage["output_tokens"]}
+    if "server_tool_use" in usage:
+        end_usage["server_tool_use"] = usage["server_tool_use"]
     out.append(ev("message_delta", {"delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                    "usage": {"output_tokens": usage["output_tokens"]}}))
+                                    "usage": end_usage}))
     out.append(ev("message_stop", {}))
     return out

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import claude
 from .catalogue import DEPRECATED, AccountModel, family
-from .core import Answer, Ctx, Reply, Req, json_reply
-from .gemini_body import check_signatures, gemini_call_id, gemini_conversation, gemini_docs, gemini_reply
+from .core import Answer, Conv, Ctx, Reply, Req, json_reply
+from .gemini_body import (check_signatures, gemini_call_id, gemini_conversation, gemini_docs, gemini_reply,
+                          image_model, image_model_rules)
 from .oauth import google_auth
 from .refusals import OUTDATED_TEXT, refuse
 from .util import IMAGE_TOKENS, camel, dumps, duration, estimate_tokens, iso, parse_iso, thinking_model
@@ -43,6 +44,7 @@ ONBOARD_TYPE = "type.googleapis.com/google.internal.cloud.code.v1internal.Onboar
 GENERATE_PERMISSION = "cloudaicompanion.companions.generateChat"
 MODELS_PERMISSION = "cloudaicompanion.companions.fetchAvailableModels"
 BASE62 = string.ascii_letters + string.digits
+REQUEST_TYPES = ("agent", "image_gen", "web_search")
 Body = dict[str, Any]
 
 
@@ -183,6 +185,8 @@ def generate(state: SimState, req: Req, ctx: Ctx, acct: GoogleAccount, body: Bod
     session = inner.get("sessionId") if isinstance(inner, dict) else None
     ctx.session = session if isinstance(session, str) else None
     sse = ctx.sse = req.query.get("alt") == "sse"
+    request_type = body.get("requestType")
+    ctx.request_type = request_type if isinstance(request_type, str) else None
 
     def make() -> Reply:
         if not current_client(req.headers, state.conf["min_client_version"]):
@@ -203,6 +207,9 @@ def generate(state: SimState, req: Req, ctx: Ctx, acct: GoogleAccount, body: Bod
         if isinstance(asked, int) and asked > entry.spec.max_output:
             raise refuse("max_output_tokens", asked=asked, limit=entry.spec.max_output)
         fam = family(model)
+        check_request_type(conv, inner, model, request_type)
+        if conv.search and fam != "gemini":
+            raise refuse("search_model", model=model)
         if fam == "claude":
             conv.thinking = claude.check(inner, turns, state.issued["claude"])
         else:
@@ -212,6 +219,19 @@ def generate(state: SimState, req: Req, ctx: Ctx, acct: GoogleAccount, body: Bod
                            lambda: state.sign(fam), state.conf["events"], CALL_IDS.get(fam, gemini_call_id))
         return enveloped(docs, ctx.stream, sse)
     return state.run(ctx, make)
+
+
+def check_request_type(conv: Conv, inner: Body, model: str, request_type: Any) -> None:
+    """Image models are served as `image_gen` requests, and only they are; search may come as
+    `agent` or `web_search`."""
+    if request_type not in REQUEST_TYPES:
+        raise refuse("request_type", value=request_type)
+    if image_model(model):
+        if request_type != "image_gen":
+            raise refuse("image_gen_needed", model=model, value=request_type)
+        image_model_rules(conv, inner, model)
+    elif request_type == "image_gen":
+        raise refuse("image_gen_model", model=model)
 
 
 def camel_get(obj: dict[str, Any], key: str) -> Any:

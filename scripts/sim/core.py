@@ -75,6 +75,7 @@ class Ctx:
     action: str | None = None
     sse: bool = False  # a Google stream asked for as SSE (?alt=sse), not as a JSON array
     session: str | None = None  # Cloud Code generation: request.sessionId
+    request_type: str | None = None  # Cloud Code generation: the envelope's requestType
 
 
 @dataclass(slots=True)
@@ -89,6 +90,11 @@ class Conv:
     chars: int = 0  # all prompt text, for the token estimate
     image_count: int = 0
     turns: list[tuple[JSON, int]] = field(default_factory=list)  # (raw turn, its chars): prefix cache
+    search: bool = False  # the model may search the web (googleSearch, web_search, web_search_options)
+    draw: tuple[str, str] | None = None  # an image model answering with a picture: (aspect ratio, size)
+    picture: tuple[str, str] = ("1:1", "1K")  # Gemini's generationConfig.imageConfig
+    modalities: list[str] | None = None  # Gemini's generationConfig.responseModalities
+    system: bool = False  # a system prompt was given
 
     def add_turn(self, raw: JSON, chars: int) -> None:
         self.turns.append((raw, chars))
@@ -104,3 +110,6 @@ class Answer:
     cached: int
     output: int
     thoughts: int
+    search: str | None = None  # the query the model searched the web for (see util.search_answer)
+    image: bytes | None = None  # a PNG the model drew
+    image_tokens: int = 0

@@ -30,8 +30,10 @@ FAMILIES = ("claude", "gemini", "openai")  # thought signatures belong to one of
 
 __all__ = ["DEFAULT_GOOGLE_MODELS", "DEFAULT_KEY_MODELS", "DEFAULT_SETTINGS", "DEMO", "FAMILIES", "SETTING_CHECKS"]
 DEFAULT_KEY_MODELS: dict[str, tuple[str, ...]] = {
-    "gemini": ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-3-pro-preview"),
-    "openai": ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3-mini"),
+    "gemini": ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-3-pro-preview",
+               "gemini-3-flash-preview", "gemini-2.5-flash-image", "gemini-embedding-001"),
+    "openai": ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3-mini", "gpt-image-1", "dall-e-3",
+               "text-embedding-3-small", "text-embedding-3-large", "gpt-4o-search-preview"),
     "anthropic": ("claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5"),
 }
 

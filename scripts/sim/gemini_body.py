@@ -3,6 +3,7 @@ envelope, the Gemini API sends it bare): validated as strictly as Google does, a
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -11,7 +12,8 @@ from typing import Any
 
 from .core import Answer, Conv, Reply, json_reply, sse_reply
 from .refusals import refuse
-from .util import BYPASS_SIGNATURE, b64_size, camel, dumps, signature_key, split_text, validates_signatures
+from .util import (ASPECT_RATIOS, BYPASS_SIGNATURE, IMAGE_SIZES, b64_size, camel, dumps, search_answer, search_hits,
+                   signature_key, split_text, validates_signatures)
 
 FUNC_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
 Turns = list[tuple[str, list[dict[str, Any]]]]  # (role, camelCased parts) per content
@@ -46,6 +48,9 @@ GEN_FIELDS = frozenset((
     "logprobs", "thinkingConfig", "responseModalities", "speechConfig", "mediaResolution", "imageConfig",
     "enableEnhancedCivicAnswers", "routingConfig", "audioTimestamp"))
 THINKING_FIELDS = frozenset(("includeThoughts", "thinkingBudget", "thinkingLevel"))
+IMAGE_CONFIG_FIELDS = frozenset(("aspectRatio", "imageSize", "personGeneration", "imageOutputOptions"))
+MODALITIES = frozenset(("TEXT", "IMAGE", "AUDIO"))
+SEARCH_TOOLS = ("googleSearch", "googleSearchRetrieval")
 TOOL_FIELDS = frozenset(("functionDeclarations", "googleSearch", "googleSearchRetrieval", "codeExecution",
                          "urlContext", "retrieval", "computerUse", "fileSearch", "googleMaps",
                          "enterpriseWebSearch"))
@@ -83,7 +88,9 @@ def check_schema(schema: Any, where: str) -> None:
         check_schema(sub, f"{where}.any_of[{i}]")
 
 
-def gemini_tools(tools: Any, where: str) -> set[str]:
+def gemini_tools(tools: Any, where: str, conv: Conv | None = None) -> set[str]:
+    """The declared function names; with `conv`, also whether Google Search is among the tools
+    (which the service does not take together with function declarations)."""
     if tools is None:
         return set()
     if not isinstance(tools, list):
@@ -91,7 +98,10 @@ def gemini_tools(tools: Any, where: str) -> set[str]:
     names: set[str] = set()
     for i, tool in enumerate(tools):
         tw = f"{where}[{i}]"
-        decls = known_fields(tool, TOOL_FIELDS, tw).get("functionDeclarations") or []
+        fields = known_fields(tool, TOOL_FIELDS, tw)
+        if conv is not None and any(key in fields for key in SEARCH_TOOLS):
+            conv.search = True
+        decls = fields.get("functionDeclarations") or []
         for j, decl in enumerate(decls):
             fw = f"{tw}.function_declarations[{j}]"
             fd = known_fields(decl, FUNC_FIELDS, fw)
@@ -104,7 +114,24 @@ def gemini_tools(tools: Any, where: str) -> set[str]:
                 if key in fd:
                     check_schema(fd[key], f"{fw}.{key}")
             names.add(name)
+    if conv is not None and conv.search and names:
+        raise refuse("search_with_functions")
     return names
+
+
+def image_settings(gen: dict[str, Any], where: str) -> tuple[tuple[str, str], list[str] | None]:
+    """generationConfig.imageConfig (aspect ratio, size; 1:1 and 1K unless asked) and the
+    responseModalities asked for (None: not said), checked as Google checks them."""
+    config = known_fields(gen.get("imageConfig") or {}, IMAGE_CONFIG_FIELDS, f"{where}.image_config")
+    aspect, size = config.get("aspectRatio", "1:1"), config.get("imageSize", "1K")
+    if aspect not in ASPECT_RATIOS:
+        raise refuse("image_aspect", value=json.dumps(aspect), allowed=", ".join(ASPECT_RATIOS))
+    if size not in IMAGE_SIZES:
+        raise refuse("image_size", value=json.dumps(size), allowed=", ".join(IMAGE_SIZES))
+    modalities = gen.get("responseModalities")
+    if modalities is not None and (not isinstance(modalities, list) or not set(modalities) <= MODALITIES):
+        raise refuse("modalities", value=json.dumps(modalities)[:60])
+    return (aspect, size), modalities
 
 
 def gemini_part(part: Any, where: str) -> tuple[str, dict[str, Any], int]:
@@ -154,11 +181,14 @@ def gemini_conversation(body: Any, where: str = "") -> tuple[Conv, Turns]:
     the normalized (role, parts) turns for the signature check."""
     at = f"{where}." if where else ""
     req = known_fields(body, REQUEST_FIELDS, where)
-    conv = Conv(tools=gemini_tools(req.get("tools"), f"{at}tools"))
+    conv = Conv()
+    conv.tools = gemini_tools(req.get("tools"), f"{at}tools", conv)
     gen = known_fields(req.get("generationConfig") or {}, GEN_FIELDS, f"{at}generation_config")
     think = known_fields(gen.get("thinkingConfig") or {}, THINKING_FIELDS, f"{at}generation_config.thinking_config")
     conv.thinking = think.get("includeThoughts") is True
+    conv.picture, conv.modalities = image_settings(gen, f"{at}generation_config")
     if (si := req.get("systemInstruction")) is not None:
+        conv.system = True
         sw = f"{at}system_instruction"
         sys_parts = known_fields(si, CONTENT_FIELDS, sw).get("parts")
         if not isinstance(sys_parts, list):
@@ -211,6 +241,24 @@ def gemini_conversation(body: Any, where: str = "") -> tuple[Conv, Turns]:
     last_user = next(parts for role, parts in reversed(turns) if role == "user")
     gemini_last_turn(conv, last_user)
     return conv, turns
+
+
+def image_model_rules(conv: Conv, inner: dict[str, Any], model: str) -> None:
+    """Image models take no tools, no system prompt and no thinking; they draw unless told to
+    answer in text only."""
+    gen = {camel(k): v for k, v in (inner.get("generationConfig") or inner.get("generation_config") or {}).items()}
+    if conv.tools or conv.search:
+        raise refuse("image_model_tools", model=model)
+    if conv.system:
+        raise refuse("image_model_system", model=model)
+    if gen.get("thinkingConfig") is not None:
+        raise refuse("image_model_thinking", model=model)
+    if conv.modalities is None or "IMAGE" in conv.modalities:
+        conv.draw = conv.picture
+
+
+def image_model(model: str) -> bool:
+    return "-image" in model or model.startswith("imagen-")
 
 
 def gemini_last_turn(conv: Conv, parts: list[dict[str, Any]]) -> None:
@@ -266,6 +314,9 @@ def gemini_docs(ans: Answer, model: str, stream: bool, sign_calls: bool, sign: C
     if ans.thought:
         usage["thoughtsTokenCount"] = ans.thoughts
     head = [{"text": ans.thought, "thought": True, "thoughtSignature": sign()}] if ans.thought else []
+    if ans.image is not None:
+        usage["candidatesTokensDetails"] = [{"modality": "TEXT", "tokenCount": ans.output - ans.image_tokens},
+                                            {"modality": "IMAGE", "tokenCount": ans.image_tokens}]
     if ans.call:
         part: dict[str, Any] = {"functionCall": {"name": ans.call[0], "args": ans.call[1],
                                                  "id": call_id()}}
@@ -275,6 +326,9 @@ def gemini_docs(ans: Answer, model: str, stream: bool, sign_calls: bool, sign: C
     else:
         pieces = split_text(ans.text or "", events) if stream else [ans.text or ""]
         body = [[{"text": t}] for t in pieces]
+    if ans.image is not None:
+        drawn = {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(ans.image).decode()}}
+        body = body + [[drawn]] if stream else [body[0] + [drawn]]
     groups = ([head] + body) if stream and head else [head + body[0]] + body[1:]
     rid = secrets.token_urlsafe(12)
     docs = []
@@ -283,11 +337,36 @@ def gemini_docs(ans: Answer, model: str, stream: bool, sign_calls: bool, sign: C
         doc: dict[str, Any] = {"candidates": [cand]}
         if i == len(groups) - 1:
             cand["finishReason"] = "STOP"
+            if ans.search is not None:
+                cand["groundingMetadata"] = grounding_metadata(ans.search)
             doc["usageMetadata"] = usage
         doc["modelVersion"] = model
         doc["responseId"] = rid
         docs.append(doc)
     return docs
+
+
+def grounding_metadata(query: str) -> dict[str, Any]:
+    """What Google Search grounding reports with a searched answer: the queries, each source as
+    a grounding redirect link titled by its domain, and the spans of the answer (UTF-8 byte
+    offsets; a zero startIndex is left out, as proto3 JSON does) with the sources backing them."""
+    text, spans = search_answer(query)
+    hits = search_hits(query)
+
+    def at(i: int) -> int:
+        return len(text[:i].encode())
+
+    supports = []
+    for start, end, sources in spans:
+        segment: dict[str, Any] = {"endIndex": at(end), "text": text[start:end]}
+        if start:
+            segment["startIndex"] = at(start)
+        supports.append({"segment": segment, "groundingChunkIndices": sources,
+                         "confidenceScores": [0.9] * len(sources)})
+    chips = "".join(f'<a class="chip" href="{h.redirect}">{h.domain}</a>' for h in hits)
+    return {"searchEntryPoint": {"renderedContent": f'<div class="container">{chips}</div>'},
+            "groundingChunks": [{"web": {"uri": h.redirect, "title": h.domain}} for h in hits],
+            "groundingSupports": supports, "retrievalMetadata": {}, "webSearchQueries": [query]}
 
 
 def gemini_reply(docs: list[dict[str, Any]], stream: bool, sse: bool) -> Reply:

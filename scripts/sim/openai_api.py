@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from .core import Conv, Ctx, Reply, Req, json_reply, sse_reply
 from .errors import Fail, bad
-from .util import b64_size, dumps, mask, split_text
+from . import openai_embeddings as embeddings
+from . import openai_images as images
+from .util import b64_size, dumps, mask, search_answer, search_hits, split_text
 
 if TYPE_CHECKING:
     from .state import ApiKey, SimState
@@ -129,6 +131,7 @@ def openai_conversation(body: dict[str, Any]) -> Conv:
 
 
 def handle(state: SimState, req: Req, ctx: Ctx) -> Reply:
+    """Key check, then the endpoint: chat completions, embeddings, image generations and edits."""
     given = req.bearer()
     if given is None:
         raise Fail(401, "You didn't provide an API key. You need to provide your API key in an Authorization header"
@@ -140,13 +143,17 @@ def handle(state: SimState, req: Req, ctx: Ctx) -> Reply:
     if req.method == "GET":
         ctx.meta = True
         return state.run(ctx, lambda: models(key, req.path))
-    if req.method != "POST" or not req.path.endswith("/chat/completions"):
+    endpoint = next((e for e in ENDPOINTS if req.path.endswith(e)), None)
+    if req.method != "POST" or endpoint is None:
         raise Fail(404, f"Invalid URL ({req.method} {req.path})", code="unknown_url")
-    body = req.json_object()
+    if endpoint == "/images/edits":
+        body, files = images.form(req)
+    else:
+        body, files = req.json_object(), {}
     model = body.get("model")
     ctx.model = model if isinstance(model, str) else None
     ctx.stream = body.get("stream") is True
-    return state.run(ctx, lambda: chat(state, key, body, ctx))
+    return state.run(ctx, lambda: ENDPOINTS[endpoint](state, key, body, files, ctx))
 
 
 def models(key: ApiKey, path: str) -> Reply:
@@ -160,7 +167,7 @@ def models(key: ApiKey, path: str) -> Reply:
     return json_reply({"object": "list", "data": [entry(n) for n in key.listed()]})
 
 
-def chat(state: SimState, key: ApiKey, body: dict[str, Any], ctx: Ctx) -> Reply:
+def chat(state: SimState, key: ApiKey, body: dict[str, Any], files: Any, ctx: Ctx) -> Reply:
     model = ctx.model
     if model is None:
         raise bad("you must provide a model parameter", param="model")
@@ -170,7 +177,14 @@ def chat(state: SimState, key: ApiKey, body: dict[str, Any], ctx: Ctx) -> Reply:
     if not key.knows(model):
         raise Fail(404, f"The model `{model}` does not exist or you do not have access to it.")
     conv = openai_conversation(body)
+    search_model = "search" in model
+    if body.get("web_search_options") is not None and not search_model:
+        raise bad("Web search options not supported with this model.", param="web_search_options")
+    if search_model and body.get("tools"):
+        raise bad("Function calling is not supported with this model.", param="tools")
+    conv.search = search_model
     ans = state.compose(conv, key.who, model)
+    annotations = citations(ans.search) if ans.search else []
     usage = {"prompt_tokens": ans.prompt, "completion_tokens": ans.output,
              "total_tokens": ans.prompt + ans.output,
              "prompt_tokens_details": {"cached_tokens": ans.cached, "audio_tokens": 0},
@@ -182,7 +196,7 @@ def chat(state: SimState, key: ApiKey, body: dict[str, Any], ctx: Ctx) -> Reply:
         call = {"id": "call_" + secrets.token_urlsafe(18), "type": "function",
                 "function": {"name": ans.call[0], "arguments": dumps(ans.call[1]).decode()}}
     if not ctx.stream:
-        msg: dict[str, Any] = {"role": "assistant", "content": ans.text, "refusal": None, "annotations": []}
+        msg: dict[str, Any] = {"role": "assistant", "content": ans.text, "refusal": None, "annotations": annotations}
         if call:
             msg["tool_calls"] = [call]
         return json_reply({"id": cid, "object": "chat.completion", "created": created, "model": model,
@@ -207,6 +221,8 @@ def chat(state: SimState, key: ApiKey, body: dict[str, Any], ctx: Ctx) -> Reply:
     else:
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
         events += [chunk({"content": piece}) for piece in split_text(ans.text or "", n)]
+        if annotations:
+            events.append(chunk({"annotations": annotations}))
     events.append(chunk({}, finish))
     if with_usage:
         events.append(b"data: " + dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
@@ -215,4 +231,14 @@ def chat(state: SimState, key: ApiKey, body: dict[str, Any], ctx: Ctx) -> Reply:
     events.append(b"data: [DONE]\n\n")
     return sse_reply(events)
 
-# ----------------------------------------------------------------- Anthropic
+def citations(query: str) -> list[dict[str, Any]]:
+    """A search model's url_citation annotations: character offsets into the message content."""
+    hits = search_hits(query)
+    return [{"type": "url_citation", "url_citation": {"start_index": start, "end_index": end,
+                                                      "title": hits[i].title, "url": hits[i].url}}
+            for start, end, sources in search_answer(query)[1] for i in sources]
+
+
+ENDPOINTS: dict[str, Any] = {"/chat/completions": chat, "/embeddings": embeddings.create,
+                             "/images/generations": images.generate, "/images/edits": images.edit}
+

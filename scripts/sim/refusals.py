@@ -81,6 +81,15 @@ REFUSALS: dict[str, Refusal] = {
                                     " of function call parts of the function call turn. ({where}: {responses}"
                                     " responses, {calls} calls)"),
     "signature_corrupted": Refusal(*BAD, "Corrupted thought signature."),
+    "search_with_functions": Refusal(*BAD, "Tool use with function calling is unsupported"),
+    "image_aspect": Refusal(*BAD, "* GenerateContentRequest.generation_config.image_config.aspect_ratio: {value} is not"
+                                  " a supported aspect ratio ({allowed})."),
+    "image_size": Refusal(*BAD, "* GenerateContentRequest.generation_config.image_config.image_size: {value} is not a"
+                                " supported image size ({allowed})."),
+    "modalities": Refusal(*BAD, "Invalid value at 'generation_config.response_modalities': {value}"),
+    "image_model_tools": Refusal(*BAD, "Function calling is not enabled for models/{model}"),
+    "image_model_system": Refusal(*BAD, "Developer instruction is not enabled for models/{model}"),
+    "image_model_thinking": Refusal(*BAD, "Thinking is not enabled for models/{model}"),
     "signature_missing": Refusal(*BAD, "Function call is missing a thought_signature in functionCall parts. This is"
                                        " required for tools to work correctly, and missing thought_signature may lead"
                                        " to degraded model performance. Additional data, function call"
@@ -109,6 +118,11 @@ REFUSALS: dict[str, Refusal] = {
     "max_output_tokens": Refusal(*BAD, "The requested maxOutputTokens {asked} exceeds the model limit {limit}"),
     "quota_exhausted": Refusal(429, "RESOURCE_EXHAUSTED", "QUOTA_EXHAUSTED", "You have exhausted your capacity on"
                                " this model. Your quota will reset after {delay}."),
+    "request_type": Refusal(*BAD, "Invalid request: requestType {value!r} is not one of agent, image_gen, web_search."),
+    "image_gen_needed": Refusal(*BAD, "Invalid request: model {model} generates images: it is served with requestType"
+                                      " 'image_gen' (got {value!r})."),
+    "image_gen_model": Refusal(*BAD, "Invalid request: requestType 'image_gen' needs an image model (got {model})."),
+    "search_model": Refusal(*BAD, "Google Search grounding is not supported for model {model}."),
     "count_request": Refusal(*BAD, 'Invalid request: countTokens needs {{"request": {{"model": "models/<m>",'
                                    ' "contents": [...]}}}}.'),
     "count_model": Refusal(*BAD, 'Invalid request: request.model is required ("models/<m>").'),
@@ -155,6 +169,14 @@ REFUSALS: dict[str, Refusal] = {
                                    " models and their supported methods."),
     "gemini_model_not_found": Refusal(404, "NOT_FOUND", None, "models/{model} is not found for API version v1beta."),
     "count_two_bodies": Refusal(*BAD, "contents and generate_content_request cannot both be set."),
+    "embed_content": Refusal(*BAD, "* EmbedContentRequest.{where}content: content is not specified"),
+    "embed_text": Refusal(*BAD, "* EmbedContentRequest.{where}content.parts: only text parts can be embedded"),
+    "embed_dimensions": Refusal(*BAD, "* EmbedContentRequest.{where}output_dimensionality: must be between 1 and"
+                                      " {limit} (got {value})"),
+    "embed_model_mismatch": Refusal(*BAD, "* BatchEmbedContentsRequest.requests[{index}].model: {model} does not match"
+                                          " the model of the request, {expected}."),
+    "embed_batch": Refusal(*BAD, "* BatchEmbedContentsRequest.requests: between 1 and 100 requests are needed"
+                                 " (got {count})."),
 }
 
 

@@ -25,7 +25,8 @@ from .catalogue import AccountModel, account_models, spec_for
 from .defaults import DEFAULT_KEY_MODELS, DEFAULT_SETTINGS, FAMILIES, SETTING_CHECKS
 from .errors import Fail, error_body
 from .rules import Rule, apply, check_rule
-from .util import CALL_RE, IMAGE_TOKENS, THINKING_TEXT, dumps, estimate_tokens, iso, mask, signature_key
+from .util import (CALL_RE, IMAGE_OUTPUT_TOKENS, IMAGE_TOKENS, SEARCH_RE, THINKING_TEXT, dumps, estimate_tokens,
+                   image_for, iso, mask, search_answer, signature_key)
 
 
 @dataclass(slots=True)
@@ -235,7 +236,7 @@ class SimState:
                 if reply.status == 200 and req.path[len("/_sim/"):].strip("/").split("/")[0] not in ("log", "reset"):
                     self._log.append({"t": time.time(), "kind": "control", "account": None, "path": req.path,
                                       "model": None, "stream": False, "status": reply.status, "action": None,
-                                      "session": None})
+                                      "session": None, "request_type": None})
                 return reply
             ctx = Ctx(classify(req), req.path)
             try:
@@ -253,7 +254,7 @@ class SimState:
             status = 0 if reply.drop_after == 0 or (reply.stall == math.inf and reply.hold_at is None) else reply.status
             self._log.append({"t": time.time(), "kind": ctx.kind, "account": ctx.who.label if ctx.who else None,
                               "path": ctx.path, "model": ctx.model, "stream": ctx.stream, "status": status,
-                              "action": ctx.action, "session": ctx.session})
+                              "action": ctx.action, "session": ctx.session, "request_type": ctx.request_type})
             return reply
 
     def run(self, ctx: Ctx, make: Callable[[], Reply]) -> Reply:
@@ -273,11 +274,15 @@ class SimState:
         return sig
 
     def compose(self, conv: Conv, who: Who, model: str) -> Answer:
-        """The deterministic 'model': echo, tool call, tool result, thought, image notes."""
+        """The deterministic 'model': echo, tool call, tool result, thought, image notes; with a
+        search tool, "[[search QUERY]]" searches (util.search_answer); an image model draws."""
         said = "\n".join(conv.texts)
         thought = THINKING_TEXT if conv.thinking or "[[think]]" in said else None
-        call, text = None, None
-        if conv.results is not None:
+        call, text, query = None, None, None
+        if conv.draw is not None:
+            thought = None
+            text = "image of: " + said[:200]
+        elif conv.results is not None:
             text = "tool result: " + "; ".join(conv.results)
         elif (m := CALL_RE.search(said)) and m[1] in conv.tools:
             try:
@@ -285,15 +290,21 @@ class SimState:
             except ValueError:
                 args = None
             call = (m[1], args) if isinstance(args, dict) else None
+        elif conv.search and (m := SEARCH_RE.search(said)):
+            query = m[1]
+            text = search_answer(query)[0]
         if call is None and text is None:
             echoed = conv.texts[-1] if self.conf["echo_last_part"] and conv.texts else said
             text = "echo: " + echoed[:200]
-        if text is not None:
+        if text is not None and query is None:
             text += "".join(f"\nimage: {d}" for d in conv.images)
         prompt = estimate_tokens(conv.chars) + IMAGE_TOKENS * conv.image_count
         out = estimate_tokens(text) if text is not None else estimate_tokens(len(call[0]) + len(dumps(call[1])))
-        return Answer(text, call, thought, prompt, self._cached(who, model, conv, prompt), out,
-                      estimate_tokens(thought) if thought else 0)
+        image, image_tokens = None, 0
+        if conv.draw is not None and text is not None:
+            image, image_tokens = image_for(text, *conv.draw), IMAGE_OUTPUT_TOKENS[conv.draw[1]]
+        return Answer(text, call, thought, prompt, self._cached(who, model, conv, prompt), out + image_tokens,
+                      estimate_tokens(thought) if thought else 0, query, image, image_tokens)
 
     def _cached(self, who: Who, model: str, conv: Conv, prompt: int) -> int:
         """Implicit prompt caching: the longest proper prefix of turns this account sent to this
@@ -328,7 +339,7 @@ def classify(req: Req) -> str:
         return "oauth"
     if p.endswith(("/messages", "/messages/count_tokens")):
         return "anthropic"
-    if p.endswith("/chat/completions"):
+    if p.endswith(("/chat/completions", "/embeddings", "/images/generations", "/images/edits")):
         return "openai"
     if p.endswith("/models") or "/models/" in p:
         if p.startswith("/v1/") and ("x-goog-api-key" in req.headers or "key" in req.query):

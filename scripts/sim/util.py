@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
+import random
 import re
+import struct
+import zlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 JSON = Any
 THINKING_TEXT = "thinking about it"
@@ -93,3 +97,77 @@ def validates_signatures(model: str) -> bool:
 
 def mask(key: str) -> str:
     return key[:8] + "…"
+
+
+# --------------------------------------------------------------------------- search, images, embeddings
+
+SEARCH_RE = re.compile(r"\[\[search\s+([^\]]+?)\s*\]\]")
+SEARCH_SITES = (("docs.example.com", "Example Docs"), ("wiki.example.org", "Example Wiki"),
+                ("news.example.net", "Example News"))
+GROUNDING_REDIRECT = "https://vertexaisearch.cloud.google.com/grounding-api-redirect/"
+
+
+class Hit(NamedTuple):
+    """One search result: the page, and the opaque redirect link Google grounding gives for it."""
+
+    url: str
+    title: str
+    domain: str
+    redirect: str
+
+
+def search_hits(query: str) -> list[Hit]:
+    """What the sim's web 'finds' for a query: the same three pages for the same query."""
+    slug = re.sub(r"[^a-z0-9]+", "-", query.lower()).strip("-") or "search"
+    hits = []
+    for domain, site in SEARCH_SITES:
+        url = f"https://{domain}/{slug}"
+        token = base64.urlsafe_b64encode(hashlib.sha256(url.encode()).digest()).decode().rstrip("=")
+        hits.append(Hit(url, f"{query} - {site}", domain, GROUNDING_REDIRECT + token))
+    return hits
+
+
+def search_answer(query: str) -> tuple[str, list[tuple[int, int, list[int]]]]:
+    """The text a searching model answers with, and its cited spans: (start, end, hit indexes)
+    as character offsets into that text."""
+    hits = search_hits(query)
+    first = f"{hits[0].domain} explains {query}."
+    second = f"{hits[1].domain} and {hits[2].domain} say more about {query}."
+    text = f"{first} {second}"
+    return text, [(0, len(first), [0]), (len(first) + 1, len(text), [1, 2])]
+
+
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A real PNG (8-bit RGB) of one colour."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    row = b"\x00" + bytes(rgb) * width
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b""))
+
+
+ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+IMAGE_SIZES = {"1K": 64, "2K": 128, "4K": 256}  # the long side of the sim's (scaled-down) images
+IMAGE_OUTPUT_TOKENS = {"1K": 1290, "2K": 1290, "4K": 2000}
+
+
+def image_for(text: str, aspect: str = "1:1", size: str = "1K") -> bytes:
+    """The picture a prompt gets: its colour from the prompt, its shape from the aspect ratio."""
+    w, h = (int(x) for x in aspect.split(":"))
+    side = IMAGE_SIZES[size]
+    width, height = (side, max(1, round(side * h / w))) if w >= h else (max(1, round(side * w / h)), side)
+    digest = hashlib.sha256(text.encode()).digest()
+    return png(width, height, (digest[0], digest[1], digest[2]))
+
+
+def embedding(text: str, dimensions: int, *, full: int = 3072, normalize: bool = False) -> list[float]:
+    """A deterministic unit vector of `full` values for a text, cut to `dimensions` (Gemini cuts
+    without normalising again; OpenAI's `dimensions` normalises the shortened vector)."""
+    rng = random.Random(hashlib.sha256(text.encode()).digest())
+    values = [rng.gauss(0.0, 1.0) for _ in range(full)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    values = [v / norm for v in values][:dimensions]
+    if normalize:
+        short = math.sqrt(sum(v * v for v in values)) or 1.0
+        values = [v / short for v in values]
+    return [round(v, 8) for v in values]

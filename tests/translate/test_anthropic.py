@@ -322,9 +322,10 @@ def test_encode_response_is_a_valid_message() -> None:
     body = a.caller.encode_response(full_response(), c.Request("m", []))
     message = Message.model_validate(body)
     assert message.id == "msg_abc123" and message.role == "assistant" and message.model == "claude-x"
-    assert [b.type for b in message.content] == ["thinking", "redacted_thinking", "text", "tool_use"]
+    assert [b.type for b in message.content] == ["thinking", "redacted_thinking", "text", "text", "tool_use"]
     assert message.content[0].signature == "sig==" and message.content[1].data == "opaque"
-    assert message.content[3].input == {"command": "ls"}
+    assert message.content[3].text == "![image](data:image/png;base64,xx)"  # a drawn image, as Markdown
+    assert message.content[4].input == {"command": "ls"}
     assert message.stop_reason == "tool_use" and message.stop_sequence is None
     assert message.usage.input_tokens == 200 and message.usage.cache_read_input_tokens == 800
     assert message.usage.output_tokens == 50 and message.usage.cache_creation_input_tokens == 0
@@ -507,7 +508,7 @@ def test_stream_is_accepted_by_the_sdk(check: Any) -> None:
     assert message.usage.cache_read_input_tokens == 2048
 
 
-def test_stream_renumbers_and_skips_images() -> None:
+def test_stream_renumbers_and_shows_images_as_markdown() -> None:
     events: list[c.Event] = [
         c.BlockStart(3, c.Image("image/png", data="xx")),
         c.BlockStop(3),
@@ -521,10 +522,11 @@ def test_stream_renumbers_and_skips_images() -> None:
     ]
     data = encode_stream(events)
     indexes = [json.loads(e.data).get("index") for e in parse_sse(data) if e.event.startswith("content_block")]
-    assert indexes == [0, 0, 0, 1, 1, 1]
+    assert indexes == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     message = sdk_stream(data)
-    assert [b.type for b in message.content] == ["text", "tool_use"]
-    assert message.content[1].input == {"a": 1}
+    assert [b.type for b in message.content] == ["text", "text", "tool_use"]
+    assert message.content[0].text == "![image](data:image/png;base64,xx)"
+    assert message.content[2].input == {"a": 1}
     assert message.stop_reason == "tool_use"  # a tool call ended with "stop" still says tool_use
 
 
@@ -963,7 +965,7 @@ def test_upstream_stream_through_caller_encoder_satisfies_the_sdk() -> None:
     assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (488, 2048)
 
 
-def test_stream_decoder_skips_server_tool_blocks_and_redacted_thinking() -> None:
+def test_stream_decoder_reads_server_tool_blocks_as_grounding() -> None:
     stream = (
         b'event: message_start\ndata: {"type":"message_start",'
         b'"message":{"usage":{"input_tokens":3,"output_tokens":1}}}\n\n'
@@ -986,6 +988,7 @@ def test_stream_decoder_skips_server_tool_blocks_and_redacted_thinking() -> None
         c.BlockStop(0),
         c.BlockStart(2, c.Text("")),
         c.TextDelta(2, "Hi"),
+        c.Grounded(c.Grounding(queries=["x"])),
         c.BlockStop(2),
         c.Finish("stop", c.Usage(input_tokens=3, output_tokens=4)),
     ]

@@ -311,7 +311,7 @@ def test_encode_response_with_tools_and_thinking() -> None:
     body = oc.caller.encode_response(response, _request())
     parsed = ChatCompletion.model_validate(body)
     message = parsed.choices[0].message
-    assert message.content == "Reading files."
+    assert message.content == f"Reading files.![image](data:image/png;base64,{PNG})"  # a drawn image, as Markdown
     assert body["choices"][0]["message"]["reasoning_content"] == "Let me think."
     assert [(t.id, t.function.name, json.loads(t.function.arguments)) for t in message.tool_calls or []] == [
         ("call_1", "read", {"path": "a.py"}),
@@ -409,7 +409,7 @@ def test_stream_encoder_round_trip(batch: int) -> None:
         state.handle_chunk(chunk)
     final = state.get_final_completion()
     message = final.choices[0].message
-    assert message.content == "Reading both."
+    assert message.content == f"Reading both.![image](data:image/png;base64,{PNG})"
     assert [(t.id, t.function.name, json.loads(t.function.arguments)) for t in message.tool_calls or []] == [
         ("call_a", "read", {"path": "README.md"}),
         ("call_b", "read", {"path": "setup.py"}),
@@ -457,7 +457,7 @@ def test_stream_through_the_sdk_client() -> None:
     client = _sdk_client(raw)
     with client.chat.completions.stream(model="gpt-4.1", messages=[{"role": "user", "content": "hi"}]) as stream:
         final = stream.get_final_completion()
-    assert final.choices[0].message.content == "Reading both."
+    assert final.choices[0].message.content == f"Reading both.![image](data:image/png;base64,{PNG})"
     assert final.choices[0].finish_reason == "tool_calls"
     assert final.usage is not None and final.usage.completion_tokens == 45
 
@@ -507,17 +507,23 @@ def test_error_body(status: int, kind: str | None, type_: str, code: str | None)
 
 
 def test_model_list() -> None:
-    body = oc.caller.encode_model_list([ModelInfo("gemini-2.5-pro", created=5), ModelInfo("gpt-4.1", owned_by="openai")])
+    body = oc.caller.encode_model_list([
+        ModelInfo("gemini-2.5-pro", created=5), ModelInfo("gpt-4.1", owned_by="openai"),
+        ModelInfo("gemini-3.1-flash-image", kind="image"), ModelInfo("gemini-embedding-001", kind="embedding"),
+    ])
     assert body == {
         "object": "list",
         "data": [
-            {"id": "gemini-2.5-pro", "object": "model", "created": 5, "owned_by": "switchyard"},
-            {"id": "gpt-4.1", "object": "model", "created": 0, "owned_by": "openai"},
+            {"id": "gemini-2.5-pro", "object": "model", "created": 5, "owned_by": "switchyard", "mode": "chat"},
+            {"id": "gpt-4.1", "object": "model", "created": 0, "owned_by": "openai", "mode": "chat"},
+            {"id": "gemini-3.1-flash-image", "object": "model", "created": 0, "owned_by": "switchyard",
+             "mode": "image_generation"},
+            {"id": "gemini-embedding-001", "object": "model", "created": 0, "owned_by": "switchyard", "mode": "embedding"},
         ],
     }
     from openai.types import Model
 
-    assert [Model.model_validate(m).id for m in body["data"]] == ["gemini-2.5-pro", "gpt-4.1"]
+    assert [Model.model_validate(m).id for m in body["data"]][:2] == ["gemini-2.5-pro", "gpt-4.1"]
 
 
 # --- upstream: requests -----------------------------------------------------------------------

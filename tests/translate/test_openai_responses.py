@@ -323,13 +323,15 @@ def test_encode_response_validates_against_the_sdk_model() -> None:
     assert response.id == "resp_abc" and response.object == "response" and response.status == "completed"
     assert response.created_at == 1_700_000_000 and response.model == "gemini-2.5-pro"
     assert response.output_text == "Here: "
-    assert [item.type for item in response.output] == ["reasoning", "message", "function_call", "function_call"]
-    reasoning, message, ls, spawn = response.output
+    assert [item.type for item in response.output] == [
+        "reasoning", "message", "function_call", "function_call", "image_generation_call"]
+    reasoning, message, ls, spawn, drawn = response.output
+    assert drawn.status == "completed" and drawn.result == "AAAA"  # a drawn image is an image_generation_call
     assert reasoning.summary[0].text == "thinking it over" and reasoning.encrypted_content == "SIG=="
     assert message.status == "completed" and message.content[0].annotations == []
     assert (ls.call_id, ls.name, json.loads(ls.arguments), ls.namespace) == ("call_1", "ls", {"path": ".", "all": True}, None)
     assert (spawn.namespace, spawn.name) == ("multi_agent_v1", "spawn_agent")
-    assert len({item.id for item in response.output}) == 4
+    assert len({item.id for item in response.output}) == 5
     assert response.usage.input_tokens == 100 and response.usage.input_tokens_details.cached_tokens == 60
     assert response.usage.output_tokens_details.reasoning_tokens == 25 and response.usage.total_tokens == 140
     assert [tool.name for tool in response.tools] == ["ls", "spawn_agent"]
@@ -422,7 +424,8 @@ def test_stream_through_the_sdk_accumulator() -> None:
         "response.reasoning_summary_part.done",
     ]
     assert types[-1] == "response.completed"
-    assert types.count("response.output_item.added") == types.count("response.output_item.done") == 4
+    assert types.count("response.output_item.added") == types.count("response.output_item.done") == 5
+    assert types.count("response.image_generation_call.completed") == 1
     assert types.count("response.function_call_arguments.delta") == 4
 
     state = accumulate(events)
@@ -556,7 +559,8 @@ def test_the_official_client_reads_streamed_and_whole_answers() -> None:
     seen = []
     for response in (streamed, whole):
         assert response.output_text == "Here: "
-        assert [item.type for item in response.output] == ["reasoning", "message", "function_call", "function_call"]
+        assert [item.type for item in response.output] == [
+            "reasoning", "message", "function_call", "function_call", "image_generation_call"]
         seen.append([(i.id, i.namespace, i.name, i.arguments) for i in response.output if i.type == "function_call"])
     assert seen[0] == seen[1]
 
