@@ -22,7 +22,7 @@ from .files import PRIVATE
 
 log = logging.getLogger("switchyard.ledger")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: flow_id
 BATCH_MAX = 1000  # rows per transaction at most
 QUEUE_MAX = 100_000  # rows waiting at most; past that new rows are dropped, with a warning
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
@@ -50,6 +50,7 @@ class Record:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    flow_id: str | None = None  # mitmproxy's id of the flow, so the dashboard can link to it in mitmweb
 
 
 COLUMNS = tuple(f.name for f in fields(Record))
@@ -73,7 +74,8 @@ CREATE TABLE IF NOT EXISTS requests (
     input_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
     cached_tokens INTEGER NOT NULL DEFAULT 0,
-    reasoning_tokens INTEGER NOT NULL DEFAULT 0
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    flow_id TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 """
@@ -94,10 +96,26 @@ def connect(path: Path) -> sqlite3.Connection:
     if version > SCHEMA_VERSION:
         db.close()
         raise sqlite3.DatabaseError(f"{path} was written by a newer switchyard (schema {version})")
+    if version == 1:
+        _add_flow_id(db)
+        version = 2
     if version < SCHEMA_VERSION:
         db.executescript(_DDL)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return db
+
+
+def _add_flow_id(db: sqlite3.Connection) -> None:
+    """Schema 1 -> 2, once, even when the gateway and `switchyard stats` open the file together."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if db.execute("PRAGMA user_version").fetchone()[0] == 1:
+            db.execute("ALTER TABLE requests ADD COLUMN flow_id TEXT")
+            db.execute("PRAGMA user_version=2")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class Ledger:
