@@ -14,6 +14,7 @@ from .settings import Settings
 KEY_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
 KEY_PARAM = "key"
 OPEN_PATHS = {"/healthz", "/"}  # what all_except_health leaves open
+PAGE = "/ui"  # the dashboard's page and assets, open in every mode: its data is under /api/, with the key
 
 
 def presented_keys(request: http.Request) -> list[str]:
@@ -45,6 +46,12 @@ def _mask_header(value: str) -> str:
     return mask(value.strip())
 
 
+def is_page(method: str, path: str) -> bool:
+    """The dashboard's page (it asks for the key itself) and Google's way back to it after a
+    sign-in (bound to a sign-in begun with the key, by its state)."""
+    return method in ("GET", "HEAD") and (path == PAGE or path.startswith(PAGE + "/"))
+
+
 class ClientAuth:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -57,7 +64,7 @@ class ClientAuth:
         hide_keys(flow.request)
         mode = config.proxy.effective_auth_mode
         path = flow.request.path.partition("?")[0]
-        if mode == "off" or (mode == "all_except_health" and path in OPEN_PATHS):
+        if mode == "off" or (mode == "all_except_health" and path in OPEN_PATHS) or is_page(flow.request.method, path):
             return
         expected = config.proxy.api_key.encode()
         if any(hmac.compare_digest(key.encode(), expected) for key in keys):

@@ -9,9 +9,10 @@ if _root not in sys.path:
     sys.path.append(_root)
 
 from addons.auth import ClientAuth  # noqa: E402
+from addons.dashboard import Dashboard  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.metrics import Metrics  # noqa: E402
-from addons.monitor import FlowCap, Monitor, Quiet  # noqa: E402
+from addons.monitor import FlowCap, Monitor, Quiet, WebColumns  # noqa: E402
 from addons.settings import Settings  # noqa: E402
 from addons.usage import UsageLedger  # noqa: E402
 
@@ -20,7 +21,9 @@ settings = Settings()
 gateway = Gateway(settings)
 metrics = Metrics(lambda: gateway.pool)
 ledger = UsageLedger(settings)
+dashboard = Dashboard(settings, gateway)
 
 addons = [
-    settings, Quiet(), ClientAuth(settings), metrics, gateway, ledger, Monitor(ledger, metrics), FlowCap(settings),
+    settings, Quiet(), ClientAuth(settings), metrics, dashboard, gateway, ledger, Monitor(ledger, metrics, dashboard.live),
+    FlowCap(settings), WebColumns(),
 ]

@@ -52,6 +52,7 @@ def record(flow: http.HTTPFlow, t: trace.Trace) -> Record:
         output_tokens=usage.output_tokens if usage else 0,
         cached_tokens=usage.cached_tokens if usage else 0,
         reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        flow_id=flow.id,
     )
 
 
