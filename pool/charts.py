@@ -99,7 +99,9 @@ class _Frame:
     ) -> None:
         self.buckets, self.step, self.title, self.unit, self.series = buckets, step, title, unit, series
         self.width = min(max(width, MIN_WIDTH), MAX_WIDTH)
-        self.top = nice(top) if top > 0 else 1.0
+        # Gridlines every `tick`, a round number; about five of them.
+        self.tick = nice(top / 5) if top > 0 else 0.25
+        self.top = math.ceil(top / self.tick - 1e-9) * self.tick if top > 0 else 1.0
         self.plot_width = self.width - LEFT - RIGHT
         self.legend = _legend(series, self.width)
         self.height = TOP + PLOT_HEIGHT + BOTTOM + LEGEND_ROW * (max((row for row, *_ in self.legend), default=-1) + 1)
@@ -114,8 +116,8 @@ class _Frame:
             f'role="img" aria-label={quoteattr(self.title)} font-family="system-ui, sans-serif" font-size="11">',
             f"<title>{escape(self.title)}</title>",
         ]
-        for k in range(5):
-            value = self.top * k / 4
+        for k in range(round(self.top / self.tick) + 1):
+            value = k * self.tick
             y = self.y(value)
             out.append(f'<line class="grid" x1="{LEFT}" x2="{self.width - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#8884" />')
             out.append(f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#888">{_number(value)}{escape(self.unit)}</text>')

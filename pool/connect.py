@@ -32,7 +32,7 @@ class Setup:
 
 
 def _openai_sdk(s: Setup) -> list[Snippet]:
-    model = s.model("gpt-", "gemini-", "claude-")
+    model = s.model("gpt-5", "gpt-4", "gemini-", "claude-")
     return [Snippet("python", "python", (
         "from openai import OpenAI\n\n"
         f'client = OpenAI(base_url="{s.base_url}/v1", api_key="{s.key}")\n'
@@ -75,7 +75,7 @@ def _claude_code(s: Setup) -> list[Snippet]:
 
 def _codex(s: Setup) -> list[Snippet]:
     config = (
-        f'model = "{s.model("gpt-5", "gpt-", "gemini-")}"\n'
+        f'model = "{s.model("gpt-5", "gpt-4", "gemini-")}"\n'
         'model_provider = "switchyard"\n'
         "check_for_update_on_startup = false\n\n"
         "[model_providers.switchyard]\n"

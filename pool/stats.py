@@ -191,7 +191,7 @@ def _fill(db: sqlite3.Connection, out: dict[str, Any], origin: float, until: flo
         per_key.setdefault(k, [0] * count)[b] += tokens
         totals[k] = totals.get(k, 0) + tokens
         out["labels"][k] = shown
-    ranked = sorted(per_key, key=lambda k: -totals[k])
+    ranked = sorted((k for k in per_key if totals[k] > 0), key=lambda k: -totals[k])
     for k in ranked[:STACKED]:
         out["tokens"][k] = per_key[k]
     if len(ranked) > STACKED:
