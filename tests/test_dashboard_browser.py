@@ -189,6 +189,10 @@ def test_disabling_an_account_on_the_page_shows_in_the_cli(gw, browser):
     gw.cli("accounts", "enable", bob)
     wait(browser, lambda d: card(d, bob).get_attribute("data-status") == "ready")
     assert "Disable" in card(browser, bob).text
+    # The account check's steps, on the page.
+    card(browser, bob).find_element(By.CSS_SELECTOR, 'button[data-action="check"]').click()
+    report = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-check="{bob}"]'))[0]
+    assert "can serve" in report.text and "token" in report.text and "project" in report.text
 
 
 # --- Usage and Requests --------------------------------------------------------------------------------------
@@ -313,6 +317,7 @@ def test_the_overview_and_connect_pages(gw, browser, shots):
     open_page(browser, gw, "overview", "#count-ready")
     wait(browser, lambda d: d.find_element(By.ID, "count-ready").text == str(len(gw.accounts())))
     assert "Open mitmweb" in browser.find_element(By.ID, "main").text
+    assert browser.find_element(By.ID, "mitmweb-link").get_attribute("href").endswith("#/flows?h=~marked")
     assert find(browser, 'tr[data-family="gemini-flash"]')
     shot(browser, shots, "overview")
     open_page(browser, gw, "connect", '[data-client="claude-code"]')

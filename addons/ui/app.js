@@ -4,6 +4,7 @@
 "use strict";
 
 const KEY_STORE = "switchyard.key";
+const MARKED = "#/flows?h=~marked";  // mitmweb's flow list with the marked (retried, failed) flows highlighted
 // Error classes that keep an account out until the user acts (shown in red).
 const NEEDS_THE_USER = new Set(["auth", "forbidden", "client_outdated", "invalid_grant", "validation_required"]);
 const PAGES = {};
@@ -26,7 +27,7 @@ function h(tag, attrs, ...children) {
     else if (k === "dataset") Object.assign(el.dataset, v);
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -293,8 +294,8 @@ PAGES.overview = {
             h("a", {class: "count cooling", href: "#/accounts"}, h("div", {class: "value", id: "count-cooling"}, counts.cooling), "cooling"),
             h("a", {class: "count disabled", href: "#/accounts"}, h("div", {class: "value", id: "count-disabled"}, counts.disabled), "disabled"))),
         h("div", {class: "panel"}, h("h2", {}, "Inspect every flow"),
-          o.mitmweb ? h("p", {}, h("a", {href: o.mitmweb, target: "_blank", rel: "noopener noreferrer"}, "Open mitmweb ↗"),
-            h("span", {class: "muted"}, " — each flow's comment names its account, model, attempts and tokens."))
+          o.mitmweb ? h("p", {}, h("a", {href: o.mitmweb + MARKED, target: "_blank", rel: "noopener noreferrer"}, "Open mitmweb ↗"),
+            h("span", {class: "muted"}, " — each flow's comment names its account, model, attempts and tokens; retried and failed flows are highlighted."))
             : h("p", {class: "muted"}, "mitmweb is not running. Start the gateway with ", h("code", {}, "switchyard run --web"),
               " to see every request and answer live."))),
       h("div", {class: "panel"}, h("h2", {}, "Who serves next"), next),
@@ -849,7 +850,7 @@ async function start() {
     state.lastId = page.rows.length ? page.rows[0].id : 0;
     state.mitmweb = page.mitmweb;
     const link = $("#mitmweb-link");
-    if (page.mitmweb) { link.href = page.mitmweb; link.hidden = false; }
+    if (page.mitmweb) { link.href = page.mitmweb + MARKED; link.hidden = false; }
   } catch (e) {
     flash(e.message, true);
   }
