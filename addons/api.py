@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,7 +74,7 @@ class Context:
 
     settings: Settings
     pool: Callable[[], Pool | None]
-    ledger_file: Callable[[], Any]
+    ledger_file: Callable[[], Path]
     mitmweb: Callable[[], str | None]  # its URL (with its token when auth is on), when mitmweb runs
     apply_config: Callable[[Config], None]
     started: Callable[[], Config | None]  # the config the gateway started with
@@ -192,23 +193,21 @@ class Api:
     async def add_account(self, call: Call) -> Answer:
         body = _object(call.body)
         home = self.cx.settings.home
-        kind = body.get("kind")
-        if kind == "google":
-            work = lambda: admin.add_google(  # noqa: E731
-                home, body.get("refresh_token", ""), email=body.get("email"), project=body.get("project"),
-                label=body.get("label") or "", priority=body.get("priority", 0), max_concurrent=body.get("max_concurrent"),
-            )
-        else:
-            globs = body.get("models") or []
-            if isinstance(globs, str):
-                globs = globs.split(",")
-            if not isinstance(globs, list):
-                raise ApiError(400, "models: a list of globs, or one comma-separated text", field="models")
-            work = lambda: admin.add_key(  # noqa: E731
-                home, str(kind), body.get("api_key", ""), base_url=body.get("base_url"), models=globs,
-                priority=body.get("priority", 0), label=body.get("label") or "", max_concurrent=body.get("max_concurrent"),
-            )
-        account = await self.change_files(work)
+        options = {"priority": body.get("priority", 0), "label": body.get("label") or "", "max_concurrent": body.get("max_concurrent")}
+        globs = body.get("models") or []
+        if isinstance(globs, str):
+            globs = globs.split(",")
+        if not isinstance(globs, list):
+            raise ApiError(400, "models: a list of globs, or one comma-separated text", field="models")
+
+        def add() -> Account:
+            if body.get("kind") == "google":
+                return admin.add_google(
+                    home, body.get("refresh_token", ""), email=body.get("email"), project=body.get("project"), **options
+                )
+            return admin.add_key(home, str(body.get("kind")), body.get("api_key", ""), base_url=body.get("base_url"), models=globs, **options)
+
+        account = await self.change_files(add)
         return Answer(self.row(account.id), status=201)
 
     async def import_accounts(self, call: Call) -> Answer:
@@ -510,5 +509,5 @@ def _origin(asked: Any, reached: str) -> str:
     return reached
 
 
-def _load(path: Any) -> Config:
+def _load(path: Path) -> Config:
     return config_file.load(path)

@@ -157,7 +157,8 @@ def add_google(
     if not token:
         raise AdminError("must not be empty", "refresh_token")
     account = Account(
-        id=new_id(), kind="google", secret=token, email=email, project=project, label=label or "",
+        id=new_id(), kind="google", secret=token, email=_optional(email, "email"), project=_optional(project, "project"),
+        label=_text(label or "", "label").strip(),
         priority=_int(priority, "priority"), max_concurrent=_limit(max_concurrent),
     )
     return _add(home, account)
@@ -278,6 +279,10 @@ def _limit(value: Any) -> int | None:
     if _int(value, "max_concurrent") < 0:
         raise AdminError("must be 0 (no limit) or more", "max_concurrent")
     return value or None
+
+
+def _optional(value: Any, field: str) -> str | None:
+    return None if value is None or value == "" else _text(value, field).strip() or None
 
 
 def _text(value: Any, field: str) -> str:
