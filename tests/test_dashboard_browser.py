@@ -22,7 +22,9 @@ import httpx
 import openai
 import pytest
 from conftest import API_KEY, Gateway, free_port, prepare_gateway
+from pool import admin
 from pool.ledger import Ledger, Record
+from pool_rig import add_google, home_of, listed
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -44,13 +46,15 @@ def gw(sim, tmp_path_factory) -> Iterator[Gateway]:
         "model_mapping": {"gpt-4o*": "gemini-3-flash"},
     }
     gateway = prepare_gateway(sim, tmp_path_factory.mktemp("dashboard-browser"), config)
-    alice = gateway.add_google("alice@example.com")
-    bob = gateway.add_google("bob@example.com")
+    home = home_of(gateway.home)
+    alice = add_google(sim, home, "alice@example.com")[0]
+    bob = add_google(sim, home, "bob@example.com")[0]
     soon = (datetime.now(UTC) + timedelta(hours=2, minutes=14)).isoformat().replace("+00:00", "Z")
     for model, left in (("gemini-3-flash", 0.35), ("claude-sonnet-4-6", 0.06), ("gemini-3.1-pro-high", 0.72)):
         sim.set_quota("alice@example.com", model, remainingFraction=left, resetTime=soon)
     sim.set_quota("bob@example.com", "claude-opus-4-6-thinking", remainingFraction=0.0, resetTime=soon)
-    key = gateway.add_key("gemini", "--label", "gemini key", "--priority", "1")
+    sim.add_api_key("gemini-browser-key-0001", "gemini")
+    key = admin.add_key(home, "gemini", "gemini-browser-key-0001", base_url=sim.url, label="gemini key", priority=1).id
     gateway.ids = {"alice": alice, "bob": bob, "key": key}  # type: ignore[attr-defined]
     seed_history(gateway, gateway.ids)  # type: ignore[attr-defined]
     gateway.web = f"http://127.0.0.1:{free_port()}"  # type: ignore[attr-defined]
@@ -142,6 +146,11 @@ def card(driver: webdriver.Chrome, account_id: str) -> WebElement:
     return driver.find_element(By.CSS_SELECTOR, f'[data-account="{account_id}"]')
 
 
+def accounts(gw: Gateway) -> list[dict]:
+    """`switchyard accounts list --json`, in this process (the test about the CLI runs the command)."""
+    return listed(home_of(gw.home))
+
+
 def chat(gw: Gateway, text: str, model: str = MODEL) -> str:
     answer = gw.openai().chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": text}])
     return answer.headers["x-switchyard-account"]
@@ -155,7 +164,7 @@ def test_the_accounts_page_asks_for_the_key_once_and_shows_every_account_with_it
     wait(browser, lambda d: d.find_element(By.ID, "key-dialog").get_attribute("open") is not None)
     browser.find_element(By.ID, "key-input").send_keys(API_KEY)
     browser.find_element(By.ID, "key-submit").click()
-    listed = gw.accounts()
+    listed = accounts(gw)
     wait(browser, lambda d: len(find(d, "[data-account]")) == len(listed))
     for row in listed:
         el = card(browser, row["id"])
@@ -233,7 +242,7 @@ def test_the_requests_page_lists_them_with_their_accounts_and_links_to_mitmweb(g
     assert {"alice@example.com", "bob@example.com"} <= served
     # A request made while the page is open appears at the top, with its account.
     account = chat(gw, "while you watch")
-    name = next(r["name"] for r in gw.accounts() if r["id"] == account)
+    name = next(r["name"] for r in accounts(gw) if r["id"] == account)
     wait(browser, lambda d: int(find(d, "tr[data-request-id]")[0].get_attribute("data-request-id")) > max(ledger))
     top = find(browser, "tr[data-request-id]")[0]
     assert top.find_element(By.CSS_SELECTOR, "td.acct").text == name and top.get_attribute("data-account") == account
@@ -267,7 +276,7 @@ def test_mitmweb_shows_the_comment_column(gw):
 
 def test_signing_in_with_google_adds_the_account(gw, browser):
     open_page(browser, gw, "accounts", "[data-account]")
-    before = len(gw.accounts())
+    before = len(accounts(gw))
     browser.find_element(By.ID, "google-sign-in").click()
     # Google's page (the simulated one): the user names the account.
     wait(browser, lambda d: d.find_elements(By.ID, "email"))
@@ -277,8 +286,8 @@ def test_signing_in_with_google_adds_the_account(gw, browser):
     wait(browser, lambda d: d.current_url.startswith(f"{gw.url}/ui/#/accounts") and find(d, "[data-account]"))
     wait(browser, lambda d: "carol@example.com" in d.find_element(By.ID, "account-list").text)
     assert "Signed in as carol@example.com" in browser.find_element(By.ID, "flash").text
-    carol = next(r for r in gw.accounts() if r["email"] == "carol@example.com")
-    assert len(gw.accounts()) == before + 1 and carol["enabled"] and carol["kind"] == "google"
+    carol = next(r for r in accounts(gw) if r["email"] == "carol@example.com")
+    assert len(accounts(gw)) == before + 1 and carol["enabled"] and carol["kind"] == "google"
     assert browser.find_element(By.ID, "key-dialog").get_attribute("open") is None  # the key survived the trip
     wait(browser, lambda d: card(d, carol["id"]).find_elements(By.CSS_SELECTOR, ".quota-bar"))
 
@@ -315,7 +324,7 @@ def test_a_bad_setting_shows_its_error_and_changes_nothing(gw, browser, shots):
 
 def test_the_overview_and_connect_pages(gw, browser, shots):
     open_page(browser, gw, "overview", "#count-ready")
-    wait(browser, lambda d: d.find_element(By.ID, "count-ready").text == str(len(gw.accounts())))
+    wait(browser, lambda d: d.find_element(By.ID, "count-ready").text == str(len(accounts(gw))))
     assert "Open mitmweb" in browser.find_element(By.ID, "main").text
     assert browser.find_element(By.ID, "mitmweb-link").get_attribute("href").endswith("#/flows?h=~marked")
     assert find(browser, 'tr[data-family="gemini-flash"]')
