@@ -18,6 +18,7 @@ KEY_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
 KEY_PARAM = "key"
 OPEN_PATHS = {"/healthz", "/"}  # what all_except_health leaves open
 UNCOUNTED = frozenset({"health", "models", "model"})  # what a client key's request limit does not count
+PAGE = "/ui"  # the dashboard's page and assets, open in every mode: its data is under /api/, with the key
 
 
 def presented_keys(request: http.Request) -> list[str]:
@@ -49,6 +50,12 @@ def _mask_header(value: str) -> str:
     return mask(value.strip())
 
 
+def is_page(method: str, path: str) -> bool:
+    """The dashboard's page (it asks for the key itself) and Google's way back to it after a
+    sign-in (bound to a sign-in begun with the key, by its state)."""
+    return method in ("GET", "HEAD") and (path == PAGE or path.startswith(PAGE + "/"))
+
+
 class ClientAuth:
     """The config's `api_key` is the admin key: everything. A client key (`switchyard keys`)
     reaches only the model API, within its limits; one is checked whenever it is presented.
@@ -77,7 +84,7 @@ class ClientAuth:
         if mode == "off" and config.proxy.auth_mode == "auto" and self.keys is not None and self.keys.defined():
             mode = "all_except_health"
         path = flow.request.path.partition("?")[0]
-        if mode == "off" or (mode == "all_except_health" and path in OPEN_PATHS):
+        if mode == "off" or (mode == "all_except_health" and path in OPEN_PATHS) or is_page(flow.request.method, path):
             return
         headers = {k.lower(): v for k, v in flow.request.headers.items()}
         protocol = routes.caller_protocol(flow.request.method, flow.request.path, headers)

@@ -101,6 +101,8 @@ class Gateway:
         if route is None:
             self._unroutable(flow, headers)
             return
+        if route.operation in routes.ELSEWHERE:
+            return
         t = trace.attach(flow, trace.Trace(protocol=route.protocol, operation=route.operation))
         try:
             await self._handle(flow, route, headers, t)

@@ -31,7 +31,7 @@ REFUSALS = {
     415: "unsupported_media_type", 421: "misdirected", 429: "rate_limited",
 }
 # The gateway's own endpoints: their answers, refusals included, are neither ledger rows nor metrics.
-LOCAL_OPERATIONS = frozenset({"health", "metrics", "models", "model"})
+LOCAL_OPERATIONS = frozenset({"health", "metrics", "models", "model", "dashboard"})
 
 
 class Sink(Protocol):
@@ -145,6 +145,18 @@ class FlowCap:
         oldest = list(islice((f for f in view._store.values() if not f.live), excess))
         for flow in oldest:
             view.remove([flow])  # one at a time: a longer list logs an alert per call
+
+
+class WebColumns:
+    """mitmweb's flow list shows each flow's comment — protocol -> account -> model, attempts,
+    tokens — as a column of its own (it is off by default). A `web_columns` the user set wins.
+    mitmdump has no such option: there this does nothing."""
+
+    COLUMNS = ["icon", "method", "path", "status", "size", "time", "comment"]
+
+    def running(self) -> None:
+        if "web_columns" in ctx.options and ctx.options.web_columns == ctx.options.default("web_columns"):
+            ctx.options.update(web_columns=self.COLUMNS)
 
 
 class _ListeningLine(logging.Filter):

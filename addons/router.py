@@ -12,11 +12,12 @@ from addons import embeddings, images  # noqa: E402
 from addons.auth import ClientAuth  # noqa: E402
 from addons.clientkeys import ClientKeys  # noqa: E402
 from addons.debug import Debug, holdings  # noqa: E402
+from addons.dashboard import Dashboard  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.guard import BrowserGuard  # noqa: E402
 from addons.limits import ClientLimits  # noqa: E402
 from addons.metrics import Metrics  # noqa: E402
-from addons.monitor import FlowCap, Monitor, Quiet  # noqa: E402
+from addons.monitor import FlowCap, Monitor, Quiet, WebColumns  # noqa: E402
 from addons.settings import Settings  # noqa: E402
 from addons.usage import UsageLedger  # noqa: E402
 
@@ -29,8 +30,9 @@ metrics = Metrics(lambda: gateway.pool)
 ledger = UsageLedger(settings)
 debug = Debug(settings, lambda: holdings(gateway.pool, gateway.relay))
 keys = ClientKeys(settings)
+dashboard = Dashboard(settings, gateway)
 
 addons = [
     settings, Quiet(), ClientLimits(settings), BrowserGuard(settings), debug, keys, ClientAuth(settings, keys),
-    metrics, gateway, ledger, Monitor(ledger, metrics, keys), FlowCap(settings),
+    metrics, dashboard, gateway, ledger, Monitor(ledger, metrics, keys, dashboard.live), FlowCap(settings), WebColumns(),
 ]

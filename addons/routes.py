@@ -9,8 +9,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Route:
     protocol: str  # a caller protocol name, or "local" for the gateway's own endpoints
-    # generate | count_tokens | models | model | health | metrics, or one of the gateway's added
-    # operations: images | image_edits | embeddings | embed_content | batch_embed_contents
+    # generate | count_tokens | models | model | health | metrics | dashboard, or one of the
+    # gateway's added operations: images | image_edits | embeddings | embed_content | batch_embed_contents
     operation: str
     model: str | None = None  # named by the path (Gemini)
     stream: bool | None = None  # decided by the path (Gemini's streamGenerateContent)
@@ -45,8 +45,15 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str, bool | None]] = [
         ("GET", _GEMINI_ONLY + r"/(?P<model>[^/:?]+)", "gemini", "model", None),
         ("GET", r"(?:/v1)?/models", "openai_chat", "models", None),
         ("GET", r"(?:/v1)?/models/(?P<model>[^/]+)", "openai_chat", "model", None),
+        # The dashboard (addons/dashboard.py): its page, and the JSON admin API behind it.
+        *(
+            (method, pattern, "local", "dashboard", None)
+            for pattern in (r"/ui(?:/.*)?", r"/api/.+") for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        ),
     ]
 ]
+# Operations other addons answer (the gateway leaves them alone): /metrics, /ui/ and /api/.
+ELSEWHERE = frozenset({"metrics", "dashboard"})
 
 
 def classify(method: str, path: str, headers: dict[str, str] | None = None) -> Route | None:

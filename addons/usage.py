@@ -59,6 +59,7 @@ def record(flow: http.HTTPFlow, t: trace.Trace) -> Record:
         fallback_from=t.fallback_from,
         fallback_reason=t.fallback_reason,
         images=t.images,
+        flow_id=flow.id,
     )
 
 

@@ -9,23 +9,22 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 
-from . import check
+from . import admin, check, connect, keycmd, login, stats
 from . import config as config_file
-from . import connect, keycmd, login, stats
-from .accounts import KINDS, Account, AccountStore, StoreError, new_id
+from .accounts import KINDS, AccountStore, StoreError
 from .config import Config, ConfigError
 from .google import GoogleError
 from .keys import KeysError
 from .health import POLICIES, ErrorClass
 from .paths import Home, home
 from .pool import Pool
-from .transport import Transport, check_proxy, mask_proxy
-from .state import ACCOUNT_SCOPE, AccountState, StateFile
+from .transport import Transport, mask_proxy
+from .state import ACCOUNT_SCOPE, StateFile
 
 ROUTER = Path(__file__).resolve().parent.parent / "addons" / "router.py"
 PROXY_HELP = "this account's outbound proxy: http://, socks5://[user:pass@]HOST:PORT, or direct (default: [network] proxy)"
@@ -35,8 +34,7 @@ class CliError(Exception):
     pass
 
 
-# Last errors that stay until the user acts: `accounts list` says what to do about them.
-NEEDS_THE_USER = frozenset({ErrorClass.CLIENT_OUTDATED, ErrorClass.AUTH, ErrorClass.FORBIDDEN})
+NEEDS_THE_USER = admin.NEEDS_THE_USER
 
 
 # --- run ---------------------------------------------------------------------------------------
@@ -64,31 +62,20 @@ def cmd_run(args: argparse.Namespace, where: Home) -> int:
 
 
 def cmd_add_google(args: argparse.Namespace, where: Home) -> int:
-    token = args.refresh_token.strip()
-    if not token:
-        raise CliError("--refresh-token must not be empty")
-    account = Account(
-        id=new_id(), kind="google", secret=token, email=args.email, project=args.project, label=args.label or "",
-        priority=args.priority, max_concurrent=args.max_concurrent, proxy=_proxy(args.proxy),
+    account = admin.add_google(
+        where, args.refresh_token, email=args.email, project=args.project, label=args.label or "",
+        priority=args.priority, max_concurrent=args.max_concurrent, proxy=args.proxy,
     )
-    AccountStore(where.accounts_file).add(account)
     print(f"added google account {account.id} ({account.name})")
     return 0
 
 
 def cmd_add_key(args: argparse.Namespace, where: Home) -> int:
-    key = args.api_key.strip()
-    if not key:
-        raise CliError("--api-key must not be empty")
-    base_url = args.base_url.rstrip("/") if args.base_url else None
-    if base_url and not base_url.startswith(("http://", "https://")):
-        raise CliError(f"--base-url {args.base_url!r} is not an http(s) URL")
-    models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
-    account = Account(
-        id=new_id(), kind=args.kind, secret=key, base_url=base_url, models=models,
-        priority=args.priority, label=args.label or "", max_concurrent=args.max_concurrent, proxy=_proxy(args.proxy),
+    models = (args.models or "").split(",")
+    account = admin.add_key(
+        where, args.kind, args.api_key, base_url=args.base_url, models=models, priority=args.priority,
+        label=args.label or "", max_concurrent=args.max_concurrent, proxy=args.proxy,
     )
-    AccountStore(where.accounts_file).add(account)
     print(f"added {args.kind} account {account.id} ({account.name}, key {account.public()['secret']})")
     return 0
 
@@ -98,57 +85,19 @@ def cmd_import(args: argparse.Namespace, where: Home) -> int:
         text = Path(args.file).read_text()
     except OSError as e:
         raise CliError(f"cannot read {args.file}: {e.strerror}") from None
-    entries = _import_entries(text)
-    if not entries:
-        raise CliError(f"{args.file}: no refresh tokens found")
-    store = AccountStore(where.accounts_file)
-    added = skipped = 0
-
-    def change(accounts: list[Account]) -> None:
-        nonlocal added, skipped
-        known = {a.secret for a in accounts if a.kind == "google"}
-        for token, email in entries:
-            if token in known:
-                skipped += 1
-                continue
-            accounts.append(Account(id=new_id(), kind="google", secret=token, email=email))
-            known.add(token)
-            added += 1
-
-    store.update(change)
+    try:
+        added, skipped = admin.import_accounts(where, text)
+    except admin.AdminError as e:
+        raise CliError(f"{args.file}: {e.message}") from None
     print(f"imported {added} google account{'s' if added != 1 else ''}" + (f", {skipped} already present" if skipped else ""))
     return 0
-
-
-def _import_entries(text: str) -> list[tuple[str, str | None]]:
-    """An Antigravity-Manager export (`{"accounts": [{"email", "refresh_token"}]}`, or a bare
-    list of those), or one refresh token per line."""
-    stripped = text.strip()
-    if stripped.startswith(("{", "[")):
-        try:
-            data = json.loads(stripped)
-        except ValueError as e:
-            raise CliError(f"not valid JSON: {e}") from None
-        items = data.get("accounts", []) if isinstance(data, dict) else data
-        if not isinstance(items, list):
-            raise CliError('expected {"accounts": [...]}')
-        entries = []
-        for i, item in enumerate(items):
-            token = item.get("refresh_token") or item.get("refreshToken") if isinstance(item, dict) else None
-            if not isinstance(token, str) or not token.strip():
-                raise CliError(f"accounts[{i}] has no refresh_token")
-            email = item.get("email")
-            entries.append((token.strip(), email if isinstance(email, str) else None))
-        return entries
-    return [(line.strip(), None) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def cmd_list(args: argparse.Namespace, where: Home) -> int:
     accounts = AccountStore(where.accounts_file).load()
     state = StateFile(where.state_file).load()
     now = time.time()
-    threshold = _config(where).quota.threshold
-    rows = [_describe(a, state.of(a.id), now, threshold) for a in accounts]
+    rows = admin.describe_all(accounts, state.of, now, _config(where).quota.threshold)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
@@ -157,26 +106,6 @@ def cmd_list(args: argparse.Namespace, where: Home) -> int:
         return 0
     print(_table(rows, now))
     return 0
-
-
-def _describe(account: Account, state: AccountState, now: float, threshold: Callable[[str], float]) -> dict[str, Any]:
-    data = account.public()
-    cooldowns = {k: cd for k, cd in state.cooldowns.items() if cd.until > now}
-    account_cd = cooldowns.get(ACCOUNT_SCOPE)
-    data.update(
-        project=account.project or state.project,
-        cooldown_until=account_cd.until if account_cd else None,
-        cooldowns={k: {"until": cd.until, "error_class": cd.error_class, "message": cd.message} for k, cd in cooldowns.items()},
-        last_error=state.last_error.model_dump() if state.last_error else None,
-        validation_url=state.validation_url,
-        # "protected": under [quota] protect_below, so used only when no other account can serve
-        quota={
-            m: {**q.model_dump(), "protected": q.remaining is not None and q.remaining < threshold(m)}
-            for m, q in sorted(state.quota.items())
-        },
-        quota_fetched_at=state.quota_fetched_at or None,
-    )
-    return data
 
 
 def _clock(ts: float, now: float) -> str:
@@ -261,38 +190,34 @@ def _detail(row: dict[str, Any], now: float) -> list[str]:
 
 
 def cmd_remove(args: argparse.Namespace, where: Home) -> int:
-    AccountStore(where.accounts_file).remove(args.id)
+    admin.remove(where, args.id)
     print(f"removed account {args.id}")
     return 0
 
 
 def cmd_enable(args: argparse.Namespace, where: Home) -> int:
-    AccountStore(where.accounts_file).modify(args.id, enabled=True, disabled_reason=None)
-    StateFile(where.state_file).clear(args.id)
+    admin.enable(where, args.id)
     print(f"enabled account {args.id}")
     return 0
 
 
 def cmd_disable(args: argparse.Namespace, where: Home) -> int:
-    AccountStore(where.accounts_file).modify(args.id, enabled=False, disabled_reason="disabled by the user")
+    admin.disable(where, args.id)
     print(f"disabled account {args.id}")
     return 0
 
 
 def cmd_set(args: argparse.Namespace, where: Home) -> int:
-    changes: dict[str, object] = {k: v for k in ("priority", "label") if (v := getattr(args, k)) is not None}
-    if args.max_concurrent is not None:
-        if args.max_concurrent < 0:
-            raise CliError("--max-concurrent must be 0 (no limit) or more")
-        changes["max_concurrent"] = args.max_concurrent or None
-    if args.proxy is not None:
-        changes["proxy"] = _proxy(args.proxy)
-    if not changes:
+    if args.priority is None and args.max_concurrent is None and args.label is None and args.proxy is None:
         raise CliError("nothing to change: give --priority, --max-concurrent, --label or --proxy")
-    AccountStore(where.accounts_file).modify(args.id, **changes)
-    shown = {k: mask_proxy(v) if k == "proxy" else v for k, v in changes.items()}
+    account = admin.change(
+        where, args.id, priority=args.priority, max_concurrent=args.max_concurrent, label=args.label, proxy=args.proxy
+    )
+    shown = {"priority": account.priority, "max_concurrent": account.max_concurrent, "label": account.label,
+             "proxy": mask_proxy(account.proxy) if account.proxy else None}
     unset = {"max_concurrent": "no limit", "proxy": "the gateway's ([network] proxy)"}
-    print(f"updated account {args.id}: " + ", ".join(f"{k}={unset.get(k, v) if v is None else v}" for k, v in shown.items()))
+    changed = [k for k in shown if getattr(args, k) is not None]
+    print(f"updated account {args.id}: " + ", ".join(f"{k}={unset.get(k) if shown[k] is None else shown[k]}" for k in changed))
     return 0
 
 
@@ -365,16 +290,6 @@ async def _check(config: Config, where: Home, account_id: str | None, model: str
 
 def _config(where: Home) -> Config:
     return config_file.load(where.config_file)
-
-
-def _proxy(text: str | None) -> str | None:
-    """`--proxy URL` (or "direct"); "" means none of the account's own."""
-    if not text:
-        return None
-    try:
-        return check_proxy(text.strip())
-    except ValueError as e:
-        raise CliError(f"--proxy: {e}") from None
 
 
 def _positive(text: str) -> int:
@@ -479,6 +394,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = args.handler(args, home())
     except (CliError, ConfigError, StoreError, KeysError, connect.ConnectError) as e:
         print(f"switchyard: {e}", file=sys.stderr)
+        code = 1
+    except admin.AdminError as e:
+        shown = f"--{e.field.replace('_', '-')} {e.message}" if e.field else e.message
+        print(f"switchyard: {shown}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         code = 130

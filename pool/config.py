@@ -7,12 +7,13 @@ import re
 import secrets
 import tomllib
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from .files import write_atomic
+from .files import locked, write_atomic
 from .mapping import lookup
 from .transport import check_proxy
 
@@ -26,7 +27,12 @@ Scheduling = Literal["balance", "cache_first", "performance_first"]
 
 
 class ConfigError(Exception):
-    """A config file that cannot be used; the message names the file and the key."""
+    """A config file that cannot be used; the message names the file and the key. `fields` maps
+    each key at fault (dotted, `routing.max_attempts`) to what is wrong with it, for a form."""
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields or {}
 
 
 class _Section(BaseModel):
@@ -236,34 +242,66 @@ def new_api_key() -> str:
 
 def load(path: Path) -> Config:
     """The config at `path`; a missing file is created with defaults and a fresh api_key."""
+    data = _read(path)
+    if data is None:
+        with locked(path):  # two first starts at once must agree on one api_key
+            data = _read(path)
+            if data is None:
+                config = Config(proxy=ProxyConfig(api_key=new_api_key()))
+                write_atomic(path, config.to_toml())
+                return config
+    return parse(data, source=str(path))
+
+
+def update(path: Path, change: Callable[[dict[str, Any]], None]) -> Config:
+    """Applies `change` to the file's TOML document (a plain dict: only the keys the user set)
+    and writes it back, all under the lock, so two editors (the CLI, a dashboard) never lose
+    each other's change. A result that does not validate raises ConfigError and leaves the
+    file as it was. Comments do not survive (tomllib does not keep them)."""
+    with locked(path):
+        data = _read(path)
+        if data is None:
+            data = Config(proxy=ProxyConfig(api_key=new_api_key())).model_dump(mode="json")
+        change(data)
+        config = parse(data, source=str(path))
+        write_atomic(path, tomli_w.dumps(data).encode())
+    return config
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """The file's TOML document, or None when there is no file."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        config = Config(proxy=ProxyConfig(api_key=new_api_key()))
-        write_atomic(path, config.to_toml())
-        return config
+        return None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse(data, source=str(path))
 
 
 def parse(data: dict[str, Any], source: str = "config.toml") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{source}: " + "; ".join(_describe(err) for err in e.errors())) from None
+        problems = [(_key(err), _reason(err)) for err in e.errors()]
+        fields: dict[str, str] = {}
+        for key, reason in problems:
+            fields[key] = f"{fields[key]}; {reason}" if key in fields else reason
+        raise ConfigError(f"{source}: " + "; ".join(f"{key}: {reason}" for key, reason in problems), fields) from None
 
 
-def _describe(error: Any) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+def _key(error: Any) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(top level)"
+
+
+def _reason(error: Any) -> str:
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key"
+        return "unknown key"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{key}: {message} (got {error['input']!r})"
+    return f"{message} (got {error['input']!r})"
 
 
 def check_startable(config: Config) -> None:
@@ -271,9 +309,11 @@ def check_startable(config: Config) -> None:
     proxy = config.proxy
     mode = proxy.effective_auth_mode
     if proxy.allow_lan_access and mode == "off":
-        raise ConfigError(
+        reason = (
             "proxy.allow_lan_access = true with auth_mode = \"off\" would let anyone on the network "
             "use your accounts; set auth_mode to \"all_except_health\" (or \"auto\") or turn off LAN access"
         )
+        raise ConfigError(reason, {"proxy.auth_mode": reason})
     if mode != "off" and not proxy.api_key:
-        raise ConfigError(f"proxy.auth_mode is {mode!r} but proxy.api_key is empty; set an api_key")
+        reason = f"proxy.auth_mode is {mode!r} but proxy.api_key is empty; set an api_key"
+        raise ConfigError(reason, {"proxy.api_key": reason})

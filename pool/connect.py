@@ -46,11 +46,13 @@ class Gateway:
 
     def pick(self, preferred: str) -> str:
         """The model to name in a client's config: `preferred` (a client's own default) as the
-        gateway resolves it when the pool serves that, else the pool's first model."""
+        gateway resolves it when the pool serves that, else a served one of its kind, else the
+        pool's first model."""
         resolved = self.resolve(preferred)
         if resolved in self.models or not self.models:
             return resolved
-        return self.models[0]
+        family = preferred.split("-", 1)[0] + "-"  # else one of its kind (a Gemini CLI wants a gemini)
+        return next((name for name in self.models if name.startswith(family)), self.models[0])
 
 
 @dataclass(slots=True)

@@ -59,6 +59,7 @@ class Record:
     fallback_from: str | None = None  # the model that could not serve, when a fallback did
     fallback_reason: str | None = None  # why it could not (an error class, or quota_protected)
     images: int = 0  # pictures made (image generation, or an image model's answer)
+    flow_id: str | None = None  # mitmproxy's id of the flow, so the dashboard can link to it in mitmweb
 
 
 COLUMNS = tuple(f.name for f in fields(Record))
@@ -84,7 +85,8 @@ CREATE TABLE IF NOT EXISTS requests (
     cached_tokens INTEGER NOT NULL DEFAULT 0,
     reasoning_tokens INTEGER NOT NULL DEFAULT 0,
     attempt_errors TEXT,
-    images INTEGER NOT NULL DEFAULT 0
+    images INTEGER NOT NULL DEFAULT 0,
+    flow_id TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 """
@@ -93,6 +95,7 @@ _ADDED = {
     "attempt_errors": "TEXT",
     "images": "INTEGER NOT NULL DEFAULT 0",
     "key_id": "TEXT", "key_label": "TEXT", "background": "TEXT", "fallback_from": "TEXT", "fallback_reason": "TEXT",
+    "flow_id": "TEXT",
 }
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import secrets
 import threading
+import time
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,6 +194,13 @@ async def login(
             raise LoginError(f"no sign-in within {timeout:.0f} s; run the command again") from None
     finally:
         callback.close()
+    return await complete(config, code, pkce, redirect_uri)
+
+
+async def complete(config: Config, code: str, pkce: Pkce, redirect_uri: str) -> LoggedIn:
+    """Trades the code for a refresh token (with the PKCE verifier) and learns who signed in."""
+    upstream = config.upstreams.antigravity
+    client_id, client_secret = upstream.oauth_client
     async with Transport(proxy=config.network.proxy or None) as client:
         try:
             token = await google.exchange_code(
@@ -211,6 +219,48 @@ async def login(
         except google.GoogleError:
             project = None  # found on first use; not a reason to fail the login
     return LoggedIn(token.refresh_token, email, project)
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    pkce: Pkce
+    redirect_uri: str
+    label: str | None
+    at: float
+
+
+class Pending:
+    """Sign-ins begun in the dashboard: the browser leaves for Google and comes back to the
+    gateway's own callback with `state`, which finds its PKCE verifier here (once)."""
+
+    TTL = 600.0  # seconds a sign-in may take
+    MAX = 32  # begun and not finished at once; the oldest go first
+
+    def __init__(self) -> None:
+        self._started: dict[str, Started] = {}
+
+    def begin(self, config: Config, redirect_uri: str, label: str | None = None) -> str:
+        """The URL to send the browser to."""
+        upstream = config.upstreams.antigravity
+        client_id, client_secret = upstream.oauth_client
+        if not client_id or not client_secret:
+            raise LoginError(google.MISSING_CLIENT)
+        self._expire()
+        while len(self._started) >= self.MAX:
+            del self._started[next(iter(self._started))]
+        pkce = Pkce.new()
+        self._started[pkce.state] = Started(pkce, redirect_uri, label, time.monotonic())
+        return authorization_url(upstream.auth_url, client_id, redirect_uri, pkce)
+
+    def take(self, state: str) -> Started | None:
+        """The sign-in this state belongs to, forgotten from now on; None when unknown or stale."""
+        self._expire()
+        return self._started.pop(state, None)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for state in [s for s, started in self._started.items() if now - started.at > self.TTL]:
+            del self._started[state]
 
 
 def save(home: Home, found: LoggedIn, label: str | None = None) -> tuple[Account, bool]:

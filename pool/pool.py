@@ -101,6 +101,12 @@ class Pool:
             "performance_first": self._performance,
         }
 
+    def reconfigure(self, config: Config) -> None:
+        """New settings (the dashboard's Settings page): scheduling, sticky TTL, attempts, quota
+        protection and the model mapping apply from the next request on."""
+        self.config = config
+        self._routes.clear()
+
     # --- the accounts ------------------------------------------------------------------------
     @property
     def accounts(self) -> list[Account]:

@@ -73,14 +73,14 @@ class Report:
 
 
 def report(path: Path, since: float, by: Sequence[str] = DEFAULT_BY, until: float | None = None) -> Report:
-    """Totals and grouped rows for the requests that arrived in [since, until]."""
+    """Totals and grouped rows (none when `by` is empty) for the requests that arrived in [since, until]."""
     until = time.time() if until is None else until
     by = tuple(by)
     if not path.exists():
         return Report(since, until, by, _empty_totals(), [])
     db = ledger.connect(path)
     try:
-        return Report(since, until, by, _totals(db, since, until), _rows(db, since, until, by))
+        return Report(since, until, by, _totals(db, since, until), _rows(db, since, until, by) if by else [])
     finally:
         db.close()
 
@@ -134,6 +134,88 @@ def _empty_totals() -> dict[str, Any]:
     totals: dict[str, Any] = {name: 0 for name in COUNTERS}
     totals.update(avg_latency_ms=None, avg_ttfb_ms=None, p50_latency_ms=None, p95_latency_ms=None)
     return totals | {"statuses": {}, "error_classes": {}}
+
+
+# --- series over time (the dashboard's charts) --------------------------------------------------------
+
+# range -> (its length, the width of one bar), seconds
+RANGES: dict[str, tuple[float, float]] = {"24h": (86400, 3600), "7d": (7 * 86400, 4 * 3600), "30d": (30 * 86400, 86400)}
+SERIES_BY: dict[str, tuple[str, str]] = {  # what tokens are stacked by -> (its key, its label), SQL
+    "model": ("coalesce(model, requested_model, '(none)')", "coalesce(model, requested_model, '(none)')"),
+    "account": ("coalesce(account_id, '(none)')", "coalesce(max(account), account_id, '(none)')"),
+}
+STACKED = 7  # series drawn one by one; the rest are summed as "other"
+QUANTILES = {"p50": 0.50, "p95": 0.95}
+
+
+def series(path: Path, range_name: str, by: str = "model", until: float | None = None) -> dict[str, Any]:
+    """Per bar of the range (aligned to the local clock): tokens stacked by model or account,
+    requests, errors, and latency and time to first byte (p50, p95)."""
+    if range_name not in RANGES:
+        raise ValueError(f"range must be one of {', '.join(RANGES)}")
+    if by not in SERIES_BY:
+        raise ValueError(f"by must be one of {', '.join(SERIES_BY)}")
+    until = time.time() if until is None else until
+    span, step = RANGES[range_name]
+    offset = time.localtime(until).tm_gmtoff
+    last = until - (until + offset) % step  # the start of the bar `until` falls in
+    count = int(span // step)
+    origin = last - (count - 1) * step
+    buckets = [origin + i * step for i in range(count)]
+    out: dict[str, Any] = {
+        "range": range_name, "by": by, "step": step, "buckets": buckets, "labels": {},
+        "tokens": {}, "requests": [0] * count, "errors": [0] * count,
+        **{f"{what}_{q}": [None] * count for what in ("latency", "ttfb") for q in QUANTILES},
+    }
+    if not path.exists():
+        return out
+    db = ledger.connect(path)
+    try:
+        _fill(db, out, origin, until, step, by)
+    finally:
+        db.close()
+    return out
+
+
+def _fill(db: sqlite3.Connection, out: dict[str, Any], origin: float, until: float, step: float, by: str) -> None:
+    bucket = f"CAST((at - {origin!r}) / {step!r} AS INTEGER)"
+    key, label = SERIES_BY[by]
+    where = "FROM requests WHERE at >= ? AND at <= ?"
+    count = len(out["buckets"])
+    per_key: dict[str, list[int]] = {}
+    totals: dict[str, int] = {}
+    sql = (
+        f"SELECT {bucket} AS b, {key} AS k, {label} AS label, count(*), coalesce(sum(error_class IS NOT NULL), 0), "
+        f"coalesce(sum(input_tokens + output_tokens), 0) {where} GROUP BY b, k"
+    )
+    for b, k, shown, requests, errors, tokens in db.execute(sql, (origin, until)):
+        if not 0 <= b < count:
+            continue
+        out["requests"][b] += requests
+        out["errors"][b] += errors
+        per_key.setdefault(k, [0] * count)[b] += tokens
+        totals[k] = totals.get(k, 0) + tokens
+        out["labels"][k] = shown
+    ranked = sorted((k for k in per_key if totals[k] > 0), key=lambda k: -totals[k])
+    for k in ranked[:STACKED]:
+        out["tokens"][k] = per_key[k]
+    if len(ranked) > STACKED:
+        rest = [sum(per_key[k][i] for k in ranked[STACKED:]) for i in range(count)]
+        out["tokens"]["other"] = rest
+        out["labels"]["other"] = "other"
+    for what, column in (("latency", "latency_ms"), ("ttfb", "ttfb_ms")):
+        ranks = " OR ".join(f"rn = max(CAST(n * {q} + 0.5 AS INTEGER), 1)" for q in QUANTILES.values())
+        sql = (
+            f"SELECT b, n, rn, v FROM (SELECT {bucket} AS b, {column} AS v, "
+            f"row_number() OVER (PARTITION BY {bucket} ORDER BY {column}) AS rn, "
+            f"count(*) OVER (PARTITION BY {bucket}) AS n {where} AND {column} IS NOT NULL) WHERE {ranks}"
+        )
+        for b, n, rn, v in db.execute(sql, (origin, until)):
+            if not 0 <= b < count:
+                continue
+            for name, q in QUANTILES.items():
+                if rn == max(int(n * q + 0.5), 1):
+                    out[f"{what}_{name}"][b] = round(v, 1)
 
 
 # --- reading the command line ---------------------------------------------------------------------

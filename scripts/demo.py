@@ -71,6 +71,9 @@ def write_config(home: Path, sim: str, port: int) -> str:
             "antigravity": {
                 "endpoints": [f"{sim}/v1internal"],
                 "token_url": f"{sim}/token",
+                # "Sign in with Google" on the dashboard goes to the simulated Google's page.
+                "auth_url": f"{sim}/o/oauth2/v2/auth",
+                "userinfo_url": f"{sim}/userinfo",
                 "client_id": SIM_CLIENT[0],
                 "client_secret": SIM_CLIENT[1],
             },
@@ -174,6 +177,7 @@ def explain(url: str, api_key: str, web_url: str | None) -> None:
     print(
         f"""
 Switchyard demo is running at {url}  (API key {api_key})
+  dashboard:      {url}/ui/  (accounts, usage, requests, settings)
 {web}  OpenAI SDK:     base_url="{url}/v1", api_key="{api_key}"
   Anthropic SDK:  base_url="{url}", api_key="{api_key}"
   Google GenAI:   http_options={{"base_url": "{url}"}}, api_key="{api_key}"

@@ -2,11 +2,12 @@
 """simupstream: the simulated upstream behind Switchyard's demo, tests and benchmark.
 
 One HTTP/1.1 port (stdlib asyncio + h11, nothing else) impersonates every upstream the gateway
-talks to: Google OAuth (`/token`, `/userinfo`), Cloud Code `<prefix>/v1internal:<method>`
-(Antigravity), the Gemini API (`/v1beta/models...`), OpenAI chat completions and Anthropic
-messages. It checks what it is sent as strictly as the real services do (a gateway bug should
-fail here, not in production), answers deterministically so tests can assert, and misbehaves
-on request, per account, model or endpoint.
+talks to: Google OAuth (`/token`, `/userinfo`, the sign-in page `/o/oauth2/v2/auth`, where the
+user names an email), Cloud Code `<prefix>/v1internal:<method>` (Antigravity), the Gemini API
+(`/v1beta/models...`), OpenAI chat completions and Anthropic messages. It checks what it is
+sent as strictly as the real services do (a gateway bug should fail here, not in production),
+answers deterministically so tests can assert, and misbehaves on request, per account, model or
+endpoint.
 
 Run:     python scripts/simupstream.py [--host 127.0.0.1] [--port 0] [--demo]
 Import:  sim = SimUpstream(); url = sim.start(); sim.add_api_key("k", "gemini"); ...; sim.stop()

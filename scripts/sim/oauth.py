@@ -1,14 +1,16 @@
-"""Google OAuth: the token endpoint (refresh_token and PKCE authorization_code grants) and
-userinfo; the access tokens it issues are what Cloud Code checks."""
+"""Google OAuth: the consent page (`/o/oauth2/v2/auth`: the user names an email and is sent back
+with a code), the token endpoint (refresh_token and PKCE authorization_code grants) and userinfo;
+the access tokens it issues are what Cloud Code checks."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from .core import Ctx, Reply, Req, json_reply
 from .errors import Fail, bad
@@ -20,7 +22,12 @@ if TYPE_CHECKING:
 GOOGLE_SCOPES = "https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/userinfo.email"
 
 
+CONSENT_PATH = "/o/oauth2/v2/auth"
+
+
 def handle(state: SimState, req: Req, ctx: Ctx) -> Reply:
+    if req.path.endswith(CONSENT_PATH):
+        return consent(state, req)
     if req.path.endswith("/userinfo"):
         acct = google_auth(state, req)
         ctx.who = acct.who
@@ -82,6 +89,42 @@ def exchange_code(state: SimState, form: dict[str, str], ctx: Ctx) -> dict[str, 
         acct = state.accounts[entry["refresh_token"]]
     ctx.who = acct.who
     return {**issue(state, acct), "refresh_token": acct.refresh_token}
+
+
+def consent(state: SimState, req: Req) -> Reply:
+    """Google's sign-in and consent, reduced to naming an email: a form first (the user may
+    type any email; a known one signs that account in again), then the redirect back to the
+    client with a code bound to its PKCE challenge (what `add_auth_code` registers)."""
+    q = req.query
+    if q.get("client_id") != state.conf["client_id"]:
+        return _page(400, "<h1>Error 401: invalid_client</h1><p>The OAuth client was not found.</p>")
+    if q.get("response_type") != "code" or q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
+        return _page(400, "<h1>Error 400: invalid_request</h1><p>Required parameter is missing: code_challenge (S256).</p>")
+    redirect_uri = q.get("redirect_uri", "")
+    if not redirect_uri.startswith(("http://127.0.0.1:", "http://localhost:", "http://[::1]:")):
+        return _page(400, "<h1>Error 400: redirect_uri_mismatch</h1><p>Only loopback redirects are allowed for this client.</p>")
+    email = q.get("email", "").strip()
+    if not email:
+        hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in q.items())
+        hint = html.escape(q.get("login_hint", ""))
+        return _page(200, (
+            "<h1>Sign in</h1><p>to continue to the app (simulated Google)</p>"
+            f'<form method="get" action="{CONSENT_PATH}">{hidden}'
+            f'<input id="email" name="email" type="email" placeholder="Email" value="{hint}" required> '
+            '<button id="next" type="submit">Continue</button></form>'
+        ))
+    known = next((a for a in state.accounts.values() if a.email == email), None)
+    refresh_token = known.refresh_token if known is not None else f"sim-refresh-{secrets.token_hex(12)}"
+    code = f"4/sim-{secrets.token_urlsafe(16)}"
+    state.codes[code] = {"challenge": q["code_challenge"], "refresh_token": refresh_token, "email": email,
+                         "project": None, "redirect_uri": redirect_uri}
+    back = urlencode({"state": q.get("state", ""), "code": code, "scope": q.get("scope", GOOGLE_SCOPES)})
+    return Reply(302, b"", ctype="text/html; charset=utf-8", headers=[("location", f"{redirect_uri}?{back}")])
+
+
+def _page(status: int, body: str) -> Reply:
+    return Reply(status, f"<!doctype html><title>Sign in - Google Accounts</title>{body}".encode(),
+                 ctype="text/html; charset=utf-8")
 
 
 def google_auth(state: SimState, req: Req) -> GoogleAccount:

@@ -335,7 +335,7 @@ def classify(req: Req) -> str:
         return "google"
     if p.startswith(("/v1beta/", "/v1alpha/")) or (p.startswith("/v1/models/") and ":" in p):
         return "gemini"  # google-genai uses /v1/ when given a base_url
-    if p.endswith(("/token", "/userinfo")):
+    if p.endswith(("/token", "/userinfo", oauth.CONSENT_PATH)):
         return "oauth"
     if p.endswith(("/messages", "/messages/count_tokens")):
         return "anthropic"
