@@ -6,12 +6,13 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .files import write_atomic
+from .files import locked, write_atomic
 from .mapping import lookup
 
 DEFAULT_CLIENT_VERSION = "4.3.0"
@@ -160,19 +161,44 @@ def new_api_key() -> str:
 
 def load(path: Path) -> Config:
     """The config at `path`; a missing file is created with defaults and a fresh api_key."""
+    data = _read(path)
+    if data is None:
+        with locked(path):  # two first starts at once must agree on one api_key
+            data = _read(path)
+            if data is None:
+                config = Config(proxy=ProxyConfig(api_key=new_api_key()))
+                write_atomic(path, config.to_toml())
+                return config
+    return parse(data, source=str(path))
+
+
+def update(path: Path, change: Callable[[dict[str, Any]], None]) -> Config:
+    """Applies `change` to the file's TOML document (a plain dict: only the keys the user set)
+    and writes it back, all under the lock, so two editors (the CLI, a dashboard) never lose
+    each other's change. A result that does not validate raises ConfigError and leaves the
+    file as it was. Comments do not survive (tomllib does not keep them)."""
+    with locked(path):
+        data = _read(path)
+        if data is None:
+            data = Config(proxy=ProxyConfig(api_key=new_api_key())).model_dump(mode="json")
+        change(data)
+        config = parse(data, source=str(path))
+        write_atomic(path, tomli_w.dumps(data).encode())
+    return config
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """The file's TOML document, or None when there is no file."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        config = Config(proxy=ProxyConfig(api_key=new_api_key()))
-        write_atomic(path, config.to_toml())
-        return config
+        return None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse(data, source=str(path))
 
 
 def parse(data: dict[str, Any], source: str = "config.toml") -> Config:

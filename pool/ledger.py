@@ -95,8 +95,9 @@ def connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise sqlite3.DatabaseError(f"{path} was written by a newer switchyard (schema {version})")
     if version < SCHEMA_VERSION:
-        db.executescript(_DDL)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # One transaction: a kill midway leaves the old schema and version, and the next start
+        # does it again, rather than a version that claims tables which are not there.
+        db.executescript(f"BEGIN;\n{_DDL}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
     return db
 
 
