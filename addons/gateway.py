@@ -32,7 +32,7 @@ from .session import session_key
 from .settings import Settings
 from .signatures import SignatureCache, model_family
 from .translate import canonical as c
-from .translate import cloudcode, openai_responses, passthrough, registry
+from .translate import cloudcode, jsonbody, openai_responses, passthrough, registry
 from .translate.assemble import Assembler
 from .translate.protocol import ModelInfo, StreamDecoder
 
@@ -457,10 +457,4 @@ class Gateway:
     def _json_body(flow: http.HTTPFlow) -> dict[str, Any]:
         if len(flow.request.raw_content or b"") > MAX_BODY:
             raise c.BadRequest(f"request body is larger than {MAX_BODY // (1024 * 1024)} MB", status=413)
-        try:
-            body = json.loads(flow.request.get_content(strict=False) or b"")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise c.BadRequest(f"request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise c.BadRequest("request body must be a JSON object")
-        return body
+        return jsonbody.parse(flow.request.get_content(strict=False) or b"")
