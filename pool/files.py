@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,17 +52,22 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
+STALE_AFTER = 60.0  # seconds; a live write holds its temporary file for milliseconds
+
+
 def _sweep(path: Path) -> None:
-    """Removes the temporary files of writers killed mid-write (their pid is gone), so repeated
-    kills do not pile them up beside the file."""
+    """Removes the temporary files of writers killed mid-write (their pid is gone and the file
+    is old: a pid of another pid namespace may look gone), so repeated kills do not pile them
+    up beside the file."""
     prefix = _temp_prefix(path)
+    now = time.time()
     with contextlib.suppress(OSError):
         for entry in os.scandir(path.parent):
             if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
                 continue
             pid = entry.name[len(prefix) :].partition(".")[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):
+                if pid.isdigit() and not _alive(int(pid)) and now - entry.stat().st_mtime > STALE_AFTER:
                     os.unlink(entry.path)
 
 

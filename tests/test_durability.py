@@ -57,9 +57,9 @@ def check_files(root: Path) -> dict[str, Any]:
     return {"accounts": {a.id: a for a in accounts}, "state": state, "config": config, "ledger_rows": rows}
 
 
-def leftovers(root: Path) -> list[str]:
-    """Temporary files left beside the data files."""
-    return [p.name for d in (root, root / "data") if d.exists() for p in d.iterdir() if p.name.endswith(".tmp")]
+def leftovers(root: Path) -> list[Path]:
+    """Temporary files left beside the config and data files."""
+    return [p for d in (root, root / "data") if d.exists() for p in d.iterdir() if p.name.endswith(".tmp")]
 
 
 def switchyard(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -174,12 +174,19 @@ def test_gateway_killed_repeatedly_under_load_and_cli_writes_loses_no_file_and_n
 
     served: list[int] = []
     with Background(load(gateway, served)), Background(cli_step) as cli_loop:
-        for _ in range(KILLS):
+        for round_ in range(KILLS):
             before = len(served)
             wait_until(lambda: len(served) > before, timeout=20, step=0.01)
             time.sleep(rng.uniform(0.0, 0.6))  # a random moment under load
             gateway.kill()
             check_files(root)
+            if round_ % 4 == 3:  # and a moment of the start-up (loading the files, opening the ledger)
+                with open(gateway.log_path, "ab") as log:
+                    starting = subprocess.Popen([str(BIN / "switchyard"), "run"], env=gateway.env, stdout=log, stderr=subprocess.STDOUT)
+                    time.sleep(rng.uniform(0.5, 3.0))
+                    starting.kill()
+                    starting.wait()
+                check_files(root)
             gateway.start()
         wait_until(lambda: cli_loop.rounds >= 10, timeout=30)
     gateway.stop()
@@ -198,6 +205,13 @@ def test_gateway_killed_repeatedly_under_load_and_cli_writes_loses_no_file_and_n
     assert json.loads(stats.stdout)["totals"]["requests"] == found["ledger_rows"]
     listed = switchyard(root, "accounts", "list", "--json")
     assert listed.returncode == 0 and {row["id"] for row in json.loads(listed.stdout)} == set(found["accounts"])
+    # Writers killed mid-write may have left temporaries; once old, the next write sweeps them.
+    old = time.time() - files.STALE_AFTER - 1
+    for path in leftovers(root):
+        os.utime(path, (old, old))
+    AccountStore(home.accounts_file).update(lambda accounts: None)
+    StateFile(home.state_file).save(State())
+    cfg.update(home.config_file, lambda doc: None)
     assert leftovers(root) == []
     assert "Traceback" not in gateway.log()
     assert len(served) >= KILLS and len(reported) >= 2
@@ -301,10 +315,14 @@ def test_temporaries_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
     dead.wait()
     stale = tmp_path / f".accounts.json.{dead.pid}.abc.tmp"
     live = tmp_path / f".accounts.json.{os.getpid()}.def.tmp"
-    for p in (stale, live):
+    young = tmp_path / f".accounts.json.{dead.pid}.ghi.tmp"  # perhaps a live writer of another pid namespace
+    for p in (stale, live, young):
         p.write_bytes(b"{half")
+    old = time.time() - files.STALE_AFTER - 1
+    os.utime(stale, (old, old))
+    os.utime(live, (old, old))
     files.write_json(path, {"accounts": []})
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and live.exists() and young.exists()
 
 
 def test_lock_files_are_private(tmp_path):
