@@ -194,6 +194,8 @@ class Gateway:
 
     async def _route_model(self, requested: str) -> str:
         assert self.pool is not None
+        if not requested.isprintable():  # it goes into headers and upstream URLs: no line breaks, NULs, bidi marks
+            raise c.BadRequest(f"model: {requested!r} is not a model name", param="model")
         await self.pool.know_models()
         return self.pool.resolve(requested)
 

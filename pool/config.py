@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli_w

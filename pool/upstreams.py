@@ -11,6 +11,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 from . import identity
 from .accounts import Account, Kind
@@ -103,7 +104,8 @@ def target(
             headers = {"authorization": f"Bearer {credential}", **identity.headers(config.upstreams.antigravity)}
             return Target(url, headers, wrapped)
         case "gemini":
-            url = f"{base}/v1beta/models/{model}:{_gemini_method(operation, stream)}"
+            # One path segment, whatever the caller named: "x/../y" or "x?key=" must not bend the URL.
+            url = f"{base}/v1beta/models/{quote(model, safe='')}:{_gemini_method(operation, stream)}"
             return Target(url, {"x-goog-api-key": credential}, body)
         case "openai":
             return Target(f"{base}/chat/completions", {"authorization": f"Bearer {credential}"}, body)

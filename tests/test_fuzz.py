@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -250,7 +251,10 @@ def sent(draw: st.DrawFn) -> Sent:
     model = draw(st.sampled_from(MODELS[:7]) | st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/?#%"), max_size=10))
     path = case.path.replace("{model}", model or "gemini-2.5-flash")
     kind = draw(st.sampled_from(("json", "json", "json", "cut", "noise")))
-    content = _wire(draw(bodies(case)), draw(st.booleans())) if kind != "noise" else draw(st.binary(max_size=3000))
+    body = draw(bodies(case))
+    if isinstance(body, dict) and case.protocol != "gemini" and case.operation == "generate" and draw(st.booleans()):
+        body["stream"] = True  # the streamed way through (relay, stream encoders) half of the time
+    content = _wire(body, draw(st.booleans())) if kind != "noise" else draw(st.binary(max_size=3000))
     if kind == "cut":
         content = content[: draw(st.integers(0, len(content)))] + draw(st.binary(max_size=8))
     headers = {"content-type": draw(st.sampled_from(CONTENT_TYPES))}
@@ -290,6 +294,9 @@ def fuzz_gateway(sim: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
         sim.add_api_key(key, kind)
         # Exactly the models the simulated key serves: claude-sonnet-4-6 is the Google account's alone.
         store.add(Account(id=new_id(), kind=kind, secret=key, base_url=base, models=list(DEFAULT_KEY_MODELS[kind])))
+    gemma = f"sk-fuzz-gemma-{uuid.uuid4().hex}"  # serves gemma-* by its glob: odd model names go into its upstream URL
+    sim.add_api_key(gemma, "gemini", ["gemma-*"])
+    store.add(Account(id=new_id(), kind="gemini", secret=gemma, base_url=sim.url, models=["gemma-*"], label="gemma"))
     gateway.start()
     yield gateway
     gateway.stop()
@@ -345,3 +352,28 @@ def raw_request(port: int, head: bytes, body: bytes) -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+@pytest.mark.parametrize("model", ["gemma-3/../../x", "gemma-3?alt=json&key=k", "gemma-3#x", "gemma- 3"])
+def test_a_model_name_never_bends_an_upstream_url(fuzz_gateway: Any, model: str) -> None:
+    """A body's model name goes into a Gemini key's upstream URL (gemma-* is that key's alone
+    here): it stays one path segment there."""
+    gateway = fuzz_gateway
+    sim: Any = gateway.sim
+    since = time.time()
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=gateway.auth(), timeout=30)
+    # The simulated key serves whatever its glob matches, as one segment ("/" in it: not found).
+    assert response.status_code in (200, 404), response.text
+    calls = [e for e in sim.log() if e["t"] >= since and e["kind"] == "gemini"]
+    # As the upstream decoded it (after a 404 the gateway also asks for the key's model list).
+    assert [e["path"] for e in calls if e["path"].endswith(":generateContent")] == [f"/v1beta/models/{model}:generateContent"], calls
+
+
+@pytest.mark.parametrize("model", ["gemma-3\x00", "gemma-3\r\nset-cookie: a=b", "gemma-\u202e3", "\x1b[31mgemma"])
+def test_a_model_name_with_control_characters_is_a_400(fuzz_gateway: Any, model: str) -> None:
+    """It would go into the answer's headers (a line break there splits the response) and URLs."""
+    gateway = fuzz_gateway
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=gateway.auth(), timeout=30)
+    assert response.status_code == 400 and "is not a model name" in response.json()["error"]["message"]
