@@ -14,7 +14,8 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> http.Response:
-    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    # backslashreplace: a path or header with raw bytes (surrogates here) may be echoed in an error
+    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
     return http.Response.make(status, content, {**JSON_HEADERS, **(headers or {})})
 
 

@@ -36,7 +36,7 @@ from .session import session_key
 from .settings import Settings
 from .signatures import SignatureCache, model_family
 from .translate import canonical as c
-from .translate import cloudcode, gemini, openai_responses, passthrough, registry
+from .translate import cloudcode, gemini, jsonbody, openai_responses, passthrough, registry
 from .translate.assemble import Assembler
 from .translate.protocol import ModelInfo, StreamDecoder
 
@@ -208,6 +208,8 @@ class Gateway:
 
     async def _route_model(self, requested: str) -> str:
         assert self.pool is not None
+        if not requested.isprintable():  # it goes into headers and upstream URLs: no line breaks, NULs, bidi marks
+            raise c.BadRequest(f"model: {requested!r} is not a model name", param="model")
         await self.pool.know_models()
         return self.pool.resolve(requested)
 
@@ -508,10 +510,4 @@ class Gateway:
         proxy = self.settings.config.proxy if self.settings.config is not None else None
         if proxy is not None and len(flow.request.raw_content or b"") > proxy.max_body:
             raise c.BadRequest(f"request body is larger than {proxy.max_body_mb:g} MB", status=413)
-        try:
-            body = json.loads(flow.request.get_content(strict=False) or b"")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise c.BadRequest(f"request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise c.BadRequest("request body must be a JSON object")
-        return body
+        return jsonbody.parse(flow.request.get_content(strict=False) or b"")

@@ -11,7 +11,17 @@ from .translate import canonical as c
 
 
 def session_key(headers: Mapping[str, str], body: Mapping[str, Any], request: c.Request) -> str:
-    """From the most explicit signal the client gives to the least."""
+    """From the most explicit signal the client gives to the least; always encodable text (a
+    header's raw bytes arrive as surrogates, and the key is hashed and stored)."""
+    key = _session_key(headers, body, request)
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        key = key.encode(errors="backslashreplace").decode()
+    return key
+
+
+def _session_key(headers: Mapping[str, str], body: Mapping[str, Any], request: c.Request) -> str:
     if value := headers.get("x-claude-code-session-id"):
         return "claude-code:" + value
     metadata = body.get("metadata")

@@ -17,7 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .files import locked, signature, write_json
+from . import files
+from .files import Signature, locked, signature, write_json
 from .transport import check_proxy, mask_proxy
 
 Kind = Literal["google", "gemini", "openai", "anthropic"]
@@ -96,13 +97,12 @@ def new_id() -> str:
 class AccountStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._seen: tuple[int, int, int] | None = None
+        self._seen: Signature | None = None
         self._accounts: list[Account] = []
 
     # --- reading ---------------------------------------------------------------------------
     def load(self) -> list[Account]:
-        self._seen = signature(self.path)
-        self._accounts = self._read()
+        self._accounts, self._seen = self._read_signed()
         return list(self._accounts)
 
     @property
@@ -120,14 +120,17 @@ class AccountStore:
         raise StoreError(f"no account with id {account_id!r}")
 
     def _read(self) -> list[Account]:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return []
+        return self._read_signed()[0]
+
+    def _read_signed(self) -> tuple[list[Account], Signature | None]:
+        found = files.read(self.path)
+        if found is None:
+            return [], None
+        raw, seen = found
         try:
             data = json.loads(raw)
-            return [Account.model_validate(item) for item in data.get("accounts", [])]
-        except (ValueError, AttributeError, ValidationError) as e:
+            return [Account.model_validate(item) for item in data.get("accounts", [])], seen
+        except (ValueError, AttributeError, TypeError, ValidationError) as e:
             raise StoreError(f"{self.path}: not a valid accounts file ({type(e).__name__}); fix or remove it") from None
 
     # --- writing ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import os
 import re
 import secrets
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from collections.abc import Callable
 from typing import Annotated, Any, Literal

@@ -115,7 +115,9 @@ def connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise sqlite3.DatabaseError(f"{path} was written by a newer switchyard (schema {version})")
     if version < SCHEMA_VERSION:
-        db.executescript(_DDL)
+        # One transaction: a kill midway leaves the old schema and version, and the next start
+        # does it again, rather than a version that claims tables which are not there.
+        db.executescript(f"BEGIN;\n{_DDL}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
     # Columns are looked for whatever the version says: a file another build upgraded to the same
     # version may lack some. Two processes may add one at once: the second finds it there.
     present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
@@ -126,8 +128,6 @@ def connect(path: Path) -> sqlite3.Connection:
             except sqlite3.OperationalError as e:
                 if "duplicate column" not in str(e):
                     raise
-    if version < SCHEMA_VERSION:
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     db.commit()
     return db
 

@@ -602,10 +602,11 @@ class Pool:
             if not self._dirty:
                 return
             urgent, self._dirty, self._urgent = self._urgent, False, False
+            base = self.state_file.seen
             data = self.state_file.prepare(self.state, {a.id for a in self.accounts})
             written = False
             try:
-                written = await asyncio.to_thread(self.state_file.write_if_unchanged, data)
+                written = await asyncio.to_thread(self.state_file.write_if_unchanged, data, base)
             finally:
                 self._dirty = self._dirty or not written
                 self._urgent = self._urgent or (urgent and not written)

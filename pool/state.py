@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .files import locked, signature, write_atomic
+from . import files
+from .files import Signature, locked, signature, write_atomic
 
 ACCOUNT_SCOPE = "*"  # the cooldown key for the whole account; other keys are model names
 
@@ -109,23 +110,32 @@ class StateFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._seen: tuple[int, int, int] | None = None
+        self._seen: Signature | None = None  # the version on disk that the caller's state includes
+
+    @property
+    def seen(self) -> Signature | None:
+        return self._seen
 
     def load(self) -> State:
-        self._seen = signature(self.path)
-        return self._read()
+        state, self._seen = self._read_signed()
+        return state
 
     def changed(self) -> bool:
         return signature(self.path) != self._seen
 
     def _read(self) -> State:
+        return self._read_signed()[0]
+
+    def _read_signed(self) -> tuple[State, Signature | None]:
+        found = files.read(self.path)
+        if found is None:
+            return State(), None
+        raw, seen = found
         try:
-            return State.model_validate_json(self.path.read_bytes())
-        except FileNotFoundError:
-            return State()
+            return State.model_validate_json(raw), seen
         except (ValueError, ValidationError):
             # A damaged state file only costs what was learned; the accounts themselves are safe.
-            return State()
+            return State(), seen
 
     def merge_from_disk(self, state: State) -> None:
         """Take, per account, the record on disk when it is newer than ours (the CLI wrote it)."""
@@ -159,11 +169,13 @@ class StateFile:
             record.cleared_at = record.updated_at = time.time()
             self._write(self.prepare(state))
 
-    def write_if_unchanged(self, data: bytes) -> bool:
-        """Writes `data` unless someone else wrote the file since we last read it; then the caller
-        merges first and tries again. Safe to run in a worker thread (the gateway does)."""
+    def write_if_unchanged(self, data: bytes, base: Signature | None) -> bool:
+        """Writes `data` unless the file is no longer `base`, the version `data` was prepared
+        from (`seen` then); then the caller merges first and tries again. Safe to run in a
+        worker thread (the gateway does) while the loop merges: a merge moves `seen` on, never
+        `base`, so data prepared before a merge never overwrites what the merge read."""
         with locked(self.path):
-            if signature(self.path) != self._seen:
+            if signature(self.path) != base:
                 return False
             self._write(data)
             return True

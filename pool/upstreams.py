@@ -11,6 +11,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 from . import identity, models
 from .accounts import Account, Kind
@@ -131,7 +132,8 @@ def target(
             return Target(url, headers, wrapped, account.proxy)
         case "gemini":
             assert isinstance(body, dict)
-            url = f"{base}/v1beta/models/{model}:{_gemini_method(operation, stream, body)}"
+            # One path segment, whatever the caller named: "x/../y" or "x?key=" must not bend the URL.
+            url = f"{base}/v1beta/models/{quote(model, safe='')}:{_gemini_method(operation, stream, body)}"
             return Target(url, {"x-goog-api-key": credential}, body, account.proxy)
         case "openai":
             url = f"{base}{_openai_path(operation, body)}"

@@ -328,7 +328,7 @@ def _tool_choice(value: Any) -> c.ToolChoice | None:
     if value is None:
         return None
     choice = _dict(value, "tool_choice")
-    mode = _TOOL_CHOICE_IN.get(choice.get("type"))  # type: ignore[arg-type]
+    mode = _TOOL_CHOICE_IN.get(kind) if isinstance(kind := choice.get("type"), str) else None
     if mode is None:
         _fail("tool_choice.type", "Input should be 'auto', 'any', 'tool' or 'none'")
     name = _field(choice, "name", str, "tool_choice", mode == "tool")

@@ -220,6 +220,12 @@ def _string(value: Any, where: str) -> str:
     return value
 
 
+def _optional_string(value: Any, where: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise c.BadRequest(f"{where}: must be a string", where)
+    return value
+
+
 def _number(value: Any, kind: type, where: str) -> int | float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise c.BadRequest(f"{where}: must be a number", where)
@@ -305,7 +311,7 @@ def _contents(contents: list[Any]) -> list[c.Message]:
     for i, content in enumerate(contents):
         where = f"contents[{i}]"
         content = _object(content, where)
-        role = _ROLES_IN.get(content.get("role"))
+        role = _ROLES_IN.get(role) if isinstance(role := content.get("role"), str | None) else None
         if role is None:
             raise c.BadRequest(f'{where}.role: must be "user" or "model"', f"{where}.role")
         parts = _list(_get(content, "parts"), f"{where}.parts")
@@ -319,6 +325,8 @@ def _contents(contents: list[Any]) -> list[c.Message]:
 def _part(part: Any, where: str, calls: _Calls) -> c.Part:
     part = _object(part, where)
     signature = _get(part, "thoughtSignature")
+    if signature is not None and not isinstance(signature, str):
+        raise c.BadRequest(f"{where}.thoughtSignature: must be a string", f"{where}.thoughtSignature")
     if (call := _get(part, "functionCall")) is not None:
         call = _object(call, f"{where}.functionCall")
         name = _string(call.get("name"), f"{where}.functionCall.name")
@@ -327,17 +335,19 @@ def _part(part: Any, where: str, calls: _Calls) -> c.Part:
             args = {}
         elif not isinstance(args, dict):
             raise c.BadRequest(f"{where}.functionCall.args: must be an object", f"{where}.functionCall.args")
-        call_id = call.get("id") or _stable_call_id(where)
+        call_id = _optional_string(call.get("id"), f"{where}.functionCall.id") or _stable_call_id(where)
         calls.call(call_id, name)
         return c.ToolCall(call_id, name, args, signature)
     if (result := _get(part, "functionResponse")) is not None:
         result = _object(result, f"{where}.functionResponse")
         name = _string(result.get("name"), f"{where}.functionResponse.name")
         content, is_error = _result_content(result.get("response"))
-        for k, extra in enumerate(result.get("parts") or ()):  # multimodal function responses
-            if isinstance(extra, dict) and (media := _get(extra, "inlineData")) is not None:
+        extras = result.get("parts")
+        for k, extra in enumerate(_list(extras, f"{where}.functionResponse.parts") if extras is not None else ()):
+            if isinstance(extra, dict) and (media := _get(extra, "inlineData")) is not None:  # multimodal function responses
                 content.append(_media(media, f"{where}.functionResponse.parts[{k}].inlineData", False))
-        return c.ToolResult(calls.response(result.get("id"), name, where), name, content, is_error)
+        call_id = _optional_string(result.get("id"), f"{where}.functionResponse.id")
+        return c.ToolResult(calls.response(call_id, name, where), name, content, is_error)
     if (media := _get(part, "inlineData")) is not None:
         return _media(media, f"{where}.inlineData", False)
     if (media := _get(part, "fileData")) is not None:
@@ -379,7 +389,8 @@ def _tools(value: Any) -> list[c.Tool]:
             schema = _get(fn, "parametersJsonSchema")
             if schema is None and (schema := fn.get("parameters")) is not None:
                 schema = _json_schema(schema)
-            tools.append(c.Tool(_string(fn.get("name"), f"{where}.name"), fn.get("description") or "", schema))
+            description = _optional_string(fn.get("description"), f"{where}.description")
+            tools.append(c.Tool(_string(fn.get("name"), f"{where}.name"), description or "", schema))
     return tools
 
 
@@ -462,7 +473,19 @@ def _response_format(config: dict[str, Any]) -> c.ResponseFormat | None:
 
 
 def _model_name(model: Any) -> str:
-    return model.removeprefix("models/") if isinstance(model, str) else ""
+    if not isinstance(model, str):
+        return ""
+    if not model.isprintable() or not _encodable(model):  # a path with raw bytes, or control characters
+        raise c.BadRequest(f"model: {model.encode(errors='backslashreplace').decode()!r} is not a model name", "model")
+    return model.removeprefix("models/")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def decode_request(body: Any, *, model: str | None = None) -> c.Request:
@@ -910,7 +933,7 @@ def _clean(node: Any, defs: dict[str, Any], seen: frozenset[str], subset: Schema
         out["properties"] = {name: _clean(schema, defs, seen, subset) for name, schema in properties.items()}
         kind = kind or "object"
         required = node.get("required")
-        required = [name for name in required if name in out["properties"]] if isinstance(required, list) else None
+        required = [name for name in required if isinstance(name, str) and name in out["properties"]] if isinstance(required, list) else None
         if required:
             out["required"] = list(dict.fromkeys(required))
     items = node.get("items")

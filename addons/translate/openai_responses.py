@@ -131,7 +131,7 @@ def _decode_item(item: Any, path: str, conversation: _Conversation) -> None:
     if not isinstance(item, dict):
         raise c.BadRequest(f"{path} must be an object", path)
     kind = item.get("type", "message" if "role" in item else None)
-    decode = _ITEM_DECODERS.get(kind)
+    decode = _ITEM_DECODERS.get(kind) if isinstance(kind, str | None) else None
     if decode is None:
         if kind == "item_reference":
             raise c.BadRequest("item_reference is not supported: send the item itself", f"{path}.type")
@@ -153,7 +153,7 @@ _TEXT_KEYS: Final = {"input_text": "text", "output_text": "text", "refusal": "re
 
 def _content_part(part: Any, path: str) -> c.Text | c.Image:
     kind = part.get("type") if isinstance(part, dict) else None
-    if kind in _TEXT_KEYS:
+    if isinstance(kind, str) and kind in _TEXT_KEYS:
         key = _TEXT_KEYS[kind]
         if not isinstance(text := part.get(key), str):
             raise c.BadRequest(f"{path}.{key} must be a string", f"{path}.{key}")
@@ -207,7 +207,9 @@ def _reasoning_item(item: dict[str, Any], path: str, conversation: _Conversation
         # The summary is what a client sees; raw reasoning text stands in only without one.
         texts = texts or [p["text"] for p in parts]
     encrypted = item.get("encrypted_content") or None
-    if isinstance(encrypted, str) and encrypted.startswith(_REDACTED):
+    if encrypted is not None and not isinstance(encrypted, str):
+        raise c.BadRequest(f"{path}.encrypted_content must be a string", f"{path}.encrypted_content")
+    if encrypted is not None and encrypted.startswith(_REDACTED):
         conversation.add("assistant", c.Thinking("", encrypted.removeprefix(_REDACTED), redacted=True))
     elif texts or encrypted:
         conversation.add("assistant", c.Thinking("\n\n".join(texts), encrypted))
@@ -225,7 +227,10 @@ def _function_tool(tool: dict[str, Any], path: str) -> c.Tool:
     parameters = tool.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise c.BadRequest(f"{path}.parameters must be a JSON schema object", f"{path}.parameters")
-    return c.Tool(name=_string(tool, "name", path), description=tool.get("description") or "", parameters=parameters)
+    description = tool.get("description")
+    if description is not None and not isinstance(description, str):
+        raise c.BadRequest(f"{path}.description must be a string", f"{path}.description")
+    return c.Tool(name=_string(tool, "name", path), description=description or "", parameters=parameters)
 
 
 def _decode_tools(raw: Any) -> _Tools:
@@ -239,7 +244,10 @@ def _decode_tools(raw: Any) -> _Tools:
             tools.append(_function_tool(tool, f"tools[{i}]"))
         elif tool.get("type") == "namespace":
             namespace = _string(tool, "name", f"tools[{i}]")
-            for j, member in enumerate(tool.get("tools") or ()):
+            members = tool.get("tools") or []
+            if not isinstance(members, list):
+                raise c.BadRequest(f"tools[{i}].tools must be a list", f"tools[{i}].tools")
+            for j, member in enumerate(members):
                 if isinstance(member, dict) and member.get("type") == "function":
                     decoded = _function_tool(member, f"tools[{i}].tools[{j}]")
                     flat = _flat_name(namespace, decoded.name)
