@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .files import write_atomic
+from .files import keep_private, write_atomic
 from .mapping import lookup
 
 DEFAULT_CLIENT_VERSION = "4.3.0"
@@ -168,6 +168,7 @@ def load(path: Path) -> Config:
         return config
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    keep_private(path)  # it holds the admin key and the OAuth client secret
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

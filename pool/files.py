@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 PRIVATE = 0o600
+
+log = logging.getLogger("switchyard")
 
 
 def write_atomic(path: Path, data: bytes, mode: int = PRIVATE) -> None:
@@ -35,6 +39,18 @@ def write_atomic(path: Path, data: bytes, mode: int = PRIVATE) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def keep_private(path: Path) -> None:
+    """A file of secrets that others may read (a config written with an editor, a ledger from
+    an older version) becomes the owner's alone; a file we may not change is left as it is."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700 | PRIVATE)
+            log.warning("%s was readable by other users; its mode is now %o", path, mode & 0o700 | PRIVATE)
+    except OSError:
+        pass
 
 
 def write_json(path: Path, value: Any) -> None:
