@@ -248,7 +248,7 @@ def test_ledger_survives_a_restart_and_a_kill(make_gateway):
 
     _chat(gateway, "before the kill 1")
     _chat(gateway, "before the kill 2")
-    time.sleep(1.2)  # rows older than a second must survive a SIGKILL
+    assert len(ledger_rows(gateway, expect=5, timeout=10)) == 5  # committed rows must survive a SIGKILL
     gateway.kill()
     db = sqlite3.connect(ledger_file(gateway))
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

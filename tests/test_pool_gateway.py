@@ -158,6 +158,13 @@ def test_max_concurrent_holds_under_50_concurrent_requests(make_gateway, sim):
     assert (rows[a]["max_concurrent"], rows[b]["max_concurrent"]) == (2, 3)
 
 
+def models_cooling(gateway, account_id: str) -> float:
+    """What the gateway itself says (`/metrics`): how many models the account cools for."""
+    text = httpx.get(f"{gateway.url}/metrics", headers=gateway.auth(), timeout=10).text
+    line = f'switchyard_account_models_cooling{{account="{account_id}"}} '
+    return next((float(row[len(line):]) for row in text.splitlines() if row.startswith(line)), 0.0)
+
+
 def test_cli_changes_reach_a_running_gateway_within_a_second(make_gateway, sim):
     gateway, [(a, a_mail), (b, b_mail)] = setup(make_gateway, sim, 2, priority=[0, 1])
     gateway.start()
@@ -177,7 +184,8 @@ def test_cli_changes_reach_a_running_gateway_within_a_second(make_gateway, sim):
     sim.set_quota(a_mail, MODEL, remainingFraction=0.0, resetTime="2099-01-01T00:00:00Z")
     gateway.cli("accounts", "refresh", a)
     sim.clear_log()
-    time.sleep(0.7)  # one sync (0.5 s) later the gateway knows, without sending A a request
+    # The gateway learns it from the state file (its next sync), without sending A a request.
+    wait_until(lambda: models_cooling(gateway, a) == 1, timeout=10)
     assert served_by() == b
     assert generations(sim) == [(b_mail, 200)]
     assert served_by("gemini-2.5-pro") == a  # only that model ran out
