@@ -286,7 +286,11 @@ class Load:
         if not self.faulty or self.rng.random() >= 1 / FAULT_EVERY:
             return
         fault = self.rng.choices(FAULTS, weights=[f.weight for f in FAULTS])[0]
-        targets = [a for kind in fault.kinds for a in self.accounts.get(kind, [])]
+        # An account still holding an unspent fault is left alone: a cooling account is not
+        # tried, so faults would pile up on it and meet it back to back, each doubling its
+        # cooldown, until every account of a model cooled for minutes.
+        pending = {r["match"].get("account") for r in self.sim.call("GET", "behave") if r["times"]}
+        targets = [a for kind in fault.kinds for a in self.accounts.get(kind, []) if a not in pending]
         if not targets:
             return
         rule = self.sim.inject(fault, self.rng.choice(targets))
