@@ -51,9 +51,11 @@ def test_429_storm_on_two_of_three_accounts_costs_the_client_nothing(make_gatewa
     assert sorted(seen) == sorted([(a_mail, 429), (b_mail, 429)] + [(c_mail, 200)] * 8)
     rows = {r["id"]: r for r in gateway.accounts()}
     now = time.time()
-    for account_id, hint in ((a, 30), (b, 50)):
+    for account_id, email, hint in ((a, a_mail, 30), (b, b_mail, 50)):
+        refused_at = next(e["t"] for e in sim.log("google") if e["account"] == email and e["status"] == 429)
         cooldown = rows[account_id]["cooldowns"][MODEL]
-        assert cooldown["error_class"] == "rate_limit" and hint - 5 < cooldown["until"] - now <= hint
+        # As long as the upstream asked, from when it refused (however slow the machine is).
+        assert cooldown["error_class"] == "rate_limit" and refused_at + hint <= cooldown["until"] <= now + hint
         assert rows[account_id]["last_error"]["status"] == 429
     assert rows[c]["cooldowns"] == {} and rows[c]["last_error"] is None
 
@@ -90,7 +92,8 @@ def test_cooldowns_and_sessions_survive_a_killed_gateway(make_gateway, sim):
     config = {"routing": {"scheduling": "cache_first"}}
     gateway, [(a, a_mail), (b, b_mail)] = setup(make_gateway, sim, 2, config, priority=[0, 1])
     gateway.start()
-    sim.behave("429", {"account": a_mail}, retry_delay="60s")
+    # Long enough that no slow machine sees it end before the test does.
+    sim.behave("429", {"account": a_mail}, retry_delay="290s")
     session = {"X-Claude-Code-Session-Id": "kept-across-restarts"}
     client = gateway.anthropic(default_headers=session)
     reply = client.messages.with_raw_response.create(model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": "hi"}])
@@ -109,7 +112,7 @@ def test_cooldowns_and_sessions_survive_a_killed_gateway(make_gateway, sim):
     sim.clear_log()
     gateway.start()
     after = {r["id"]: r for r in gateway.accounts()}[a]["cooldowns"][CLAUDE]
-    assert after["until"] == before and after["until"] - time.time() > 40
+    assert after["until"] == before > time.time()
     for _ in range(3):
         reply = client.messages.with_raw_response.create(model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": "again"}])
         assert reply.headers["x-switchyard-account"] == b
