@@ -50,6 +50,7 @@ MODELS = {"gemini-2.5-flash": 6, "claude-sonnet-4-5": 2, "gpt-4o": 2}  # model -
 SLOW_MODEL = "gemini-3-flash"  # always answered slowly (a rule), for callers that hang up mid-stream
 HANG_UP_SHARE = 0.04  # of requests: a stream the caller closes after its first chunk
 FAULT_EVERY = 50  # requests between two faults injected upstream (on average)
+ACCOUNT_REST = 10.0  # seconds an account is left alone after a fault (to serve again first)
 WARM_UP = 150  # requests before the first measurement
 SETTLE_TIMEOUT = 60.0  # seconds to wait for the gateway to settle before a measurement
 CLIENT_TIMEOUT = 60.0
@@ -272,6 +273,7 @@ class Load:
         self.rng = random.Random(seed)
         self.tally = Tally()
         self.rules: list[int] = []
+        self.faulted: dict[str, float] = {}  # account -> when it was last given a fault
         self.faulty = True
 
     def pick(self) -> tuple[Shape, str, bool]:
@@ -286,16 +288,22 @@ class Load:
         if not self.faulty or self.rng.random() >= 1 / FAULT_EVERY:
             return
         fault = self.rng.choices(FAULTS, weights=[f.weight for f in FAULTS])[0]
-        # An account still holding an unspent fault is left alone: a cooling account is not
-        # tried, so faults would pile up on it and meet it back to back, each doubling its
-        # cooldown, until every account of a model cooled for minutes.
+        # An account still holding an unspent fault, or faulted moments ago, is left alone: a
+        # cooling account is not tried, so faults would meet it back to back when it comes back,
+        # each doubling its cooldown (the gateway's backoff for an account that keeps failing),
+        # until every account of a model cooled for minutes and the load was mostly 429s.
+        now = time.monotonic()
         pending = {r["match"].get("account") for r in self.sim.call("GET", "behave") if r["times"]}
-        targets = [a for kind in fault.kinds for a in self.accounts.get(kind, []) if a not in pending]
+        targets = [a for kind in fault.kinds for a in self.accounts.get(kind, [])
+                   if a not in pending and now - self.faulted.get(a, -ACCOUNT_REST) >= ACCOUNT_REST]
         if not targets:
+            self.tally.faults["(skipped: no account free)"] += 1
             return
-        rule = self.sim.inject(fault, self.rng.choice(targets))
+        target = self.rng.choice(targets)
+        rule = self.sim.inject(fault, target)
         if rule is not None:
             self.rules.append(rule)
+        self.faulted[target] = now
         self.tally.faults[fault.name] += 1
 
     def clear_faults(self) -> None:
@@ -356,7 +364,7 @@ class Load:
 class Report:
     samples: list[Sample]
     tally: Tally
-    ledger: Counter[tuple[str | None, int | None]]  # (error class, status) -> rows
+    ledger: Counter[tuple[str | None, int | None, bool]]  # (error class, status, an upstream was tried) -> rows
     ledger_rows: int
     seconds: float
 
@@ -374,27 +382,27 @@ class Report:
         lines = [f"{t.sent} requests in {self.seconds:.0f} s ({t.sent / self.seconds:.0f} req/s) after {WARM_UP} to warm up"]
         lines += ["callers got: " + ", ".join(f"{k} {v}" for k, v in t.outcomes.most_common())]
         lines += ["faults injected: " + ", ".join(f"{k} {v}" for k, v in t.faults.most_common())]
-        lines += [f"ledger: {self.ledger_rows} rows; by error class (status):"]
-        for (error_class, status), n in sorted(self.ledger.items(), key=lambda kv: -kv[1]):
-            lines.append(f"  {error_class or 'ok':22} {status!s:>4}  {n}")
+        lines += [f"ledger: {self.ledger_rows} rows; by error class, status (and whether an upstream was tried):"]
+        for (error_class, status, tried), n in sorted(self.ledger.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {error_class or 'ok':22} {status!s:>4}  {'' if tried else 'no upstream tried':17}  {n}")
         lines += [s.row() for s in self.samples]
         lines.append(f"RSS growth {self.rss_growth:+.1f} MB, descriptors {self.samples[-1].fds - self.samples[0].fds:+d}, "
                      f"asyncio tasks {self.samples[-1].tasks - self.samples[0].tasks:+d} (start to end)")
         return "\n".join(lines)
 
 
-def read_ledger(path: Path, since: float, expect: int, timeout: float = 10.0) -> tuple[Counter[tuple[str | None, int | None]], int]:
-    """The ledger's rows since `since` by (error class, status); waits (bounded) for `expect` of
-    them, as its writer thread commits a moment after each request."""
+def read_ledger(path: Path, since: float, expect: int, timeout: float = 10.0) -> tuple[Counter[tuple[str | None, int | None, bool]], int]:
+    """The ledger's rows since `since` by (error class, status, whether an upstream was tried);
+    waits (bounded) for `expect` of them, as its writer thread commits a moment after each request."""
     deadline = time.monotonic() + timeout
     while True:
         db = sqlite3.connect(path, timeout=10)
         try:
-            rows = db.execute("SELECT error_class, status, count(*) FROM requests WHERE at >= ? GROUP BY 1, 2",
-                              (since,)).fetchall()
+            rows = db.execute("SELECT error_class, status, attempts > 0, count(*) FROM requests WHERE at >= ?"
+                              " GROUP BY 1, 2, 3", (since,)).fetchall()
         finally:
             db.close()
-        counts = Counter({(e, s): n for e, s, n in rows})
+        counts = Counter({(e, s, bool(tried)): n for e, s, tried, n in rows})
         total = sum(counts.values())
         if total >= expect or time.monotonic() > deadline:
             return counts, total

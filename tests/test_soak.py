@@ -35,7 +35,7 @@ def test_a_short_soak_comes_back_flat():
     # The ledger has one row per request, with the status the caller got.
     assert report.ledger_rows == REQUESTS, text
     by_status: dict[int | None, int] = {}
-    for (_, status), n in report.ledger.items():
+    for (_, status, _), n in report.ledger.items():
         by_status[status] = by_status.get(status, 0) + n
     assert by_status.get(200, 0) == outcomes["ok"] + outcomes["hung_up"] + outcomes["stream_error"], text
     for outcome, n in outcomes.items():
@@ -43,5 +43,5 @@ def test_a_short_soak_comes_back_flat():
             assert by_status.get(int(outcome[5:])) == n, text
     # A caller that hangs up is seen as gone (or, on a starved machine, its answer may have been
     # sent whole before the gateway learned it: then the row says ok).
-    closed = sum(n for (error_class, _), n in report.ledger.items() if error_class == "client_closed")
+    closed = sum(n for (error_class, _, _), n in report.ledger.items() if error_class == "client_closed")
     assert 0 < closed <= outcomes["hung_up"], text
