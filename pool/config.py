@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from .files import locked, write_atomic
+from .files import keep_private, locked, write_atomic
 from .mapping import lookup
 from .transport import check_proxy
 
@@ -277,6 +277,7 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    keep_private(path)  # it holds the admin key and the OAuth client secret
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

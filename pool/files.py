@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from typing import Any
 PRIVATE = 0o600
 
 Signature = tuple[int, int, int]
+log = logging.getLogger("switchyard")
 
 
 def write_atomic(path: Path, data: bytes, mode: int = PRIVATE) -> None:
@@ -79,6 +82,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def keep_private(path: Path) -> None:
+    """A file of secrets that others may read (a config written with an editor, a ledger from
+    an older version) becomes the owner's alone; a file we may not change is left as it is."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700 | PRIVATE)
+            log.warning("%s was readable by other users; its mode is now %o", path, mode & 0o700 | PRIVATE)
+    except OSError:
+        pass
 
 
 def write_json(path: Path, value: Any) -> None:

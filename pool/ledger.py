@@ -18,7 +18,7 @@ import time
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from .files import PRIVATE
+from .files import PRIVATE, keep_private
 
 log = logging.getLogger("switchyard.ledger")
 
@@ -106,6 +106,9 @@ def connect(path: Path) -> sqlite3.Connection:
     if not path.exists():
         # SQLite gives its -wal and -shm files the database file's mode.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE))
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if part.exists():
+            keep_private(part)
     db = sqlite3.connect(path, timeout=10)
     db.execute("PRAGMA journal_mode=WAL")
     # In WAL mode NORMAL loses nothing to a killed process, only maybe to a power cut.

@@ -267,6 +267,8 @@ def main() -> int:
     parser.add_argument("--web", action="store_true", help="with --check: run mitmweb instead of mitmdump")
     parser.add_argument("--no-web", action="store_true", help="run plain mitmdump instead of mitmweb")
     args = parser.parse_args()
+    # `kill` stops it as Ctrl-C does: the simulated upstream and the gateway go with it.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         web = args.web or not (args.check or args.no_web)  # the live view, unless only checking
         with running(web, quiet=args.check) as (url, api_key, gateway, home, web_url):
@@ -280,6 +282,8 @@ def main() -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 gateway.wait()
             return 0
+    except KeyboardInterrupt:  # stopped before it was up: what had started is stopped already
+        return 130
     except RuntimeError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 1

@@ -27,6 +27,14 @@ def test_missing_file_is_created_with_defaults_and_a_key(tmp_path):
     assert cfg.load(path).proxy.api_key == config.proxy.api_key  # stable on the next start
 
 
+def test_a_config_others_could_read_is_made_private(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[proxy]\napi_key = "sk-mine"\n')
+    path.chmod(0o644)  # as an editor leaves it: the admin key readable by every user
+    assert cfg.load(path).proxy.api_key == "sk-mine"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [

@@ -4,6 +4,7 @@ gateway's own output — each checked against what the client really saw.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sqlite3
@@ -248,7 +249,7 @@ def test_ledger_survives_a_restart_and_a_kill(make_gateway):
 
     _chat(gateway, "before the kill 1")
     _chat(gateway, "before the kill 2")
-    time.sleep(1.2)  # rows older than a second must survive a SIGKILL
+    assert len(ledger_rows(gateway, expect=5, timeout=10)) == 5  # committed rows must survive a SIGKILL
     gateway.kill()
     db = sqlite3.connect(ledger_file(gateway))
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -378,6 +379,7 @@ def test_no_secret_in_the_output_at_any_verbosity(make_gateway, sim):
 
 
 def test_demo_prints_the_mitmweb_url_with_its_token():
+    import os
     import re
     import signal
     import subprocess
@@ -385,12 +387,19 @@ def test_demo_prints_the_mitmweb_url_with_its_token():
 
     from conftest import TOP
 
+    # Its own process group: whatever happens, the demo's simulated upstream and mitmweb go with
+    # it (a demo killed while it starts or stops would leave them running, port 8045 taken).
     demo = subprocess.Popen(
         [sys.executable, str(TOP / "scripts" / "demo.py")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
+
+    def kill_all() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGKILL)
+
     assert demo.stdout is not None
-    watchdog = threading.Timer(60, demo.kill)  # a silent demo ends the read loop below
+    watchdog = threading.Timer(180, kill_all)  # a silent demo ends the read loop below
     watchdog.start()
     try:
         web_url = None
@@ -398,18 +407,20 @@ def test_demo_prints_the_mitmweb_url_with_its_token():
             if match := re.search(r"mitmweb:\s+(http://127\.0\.0\.1:\d+/\?token=[0-9a-f]+)", line):
                 web_url = match.group(1)
                 break
+        watchdog.cancel()
         assert web_url is not None, "the demo did not print mitmweb's URL in time"
         base, token = web_url.split("/?token=")
         assert httpx.get(f"{base}/flows", params={"token": token}, timeout=10).status_code == 200
         assert httpx.get(f"{base}/flows", params={"token": "wrong"}, timeout=10).status_code in (401, 403)
     finally:
         watchdog.cancel()
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(signal.SIGINT)  # Ctrl-C: the demo stops what it started
         try:
-            demo.wait(20)
+            demo.communicate(timeout=60)
         except subprocess.TimeoutExpired:
-            demo.kill()
-            demo.wait()
+            pass
+        kill_all()
+        demo.wait()
 
 
 # --- the Monitor on its own ---------------------------------------------------------------------------

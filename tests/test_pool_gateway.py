@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 
@@ -51,9 +52,11 @@ def test_429_storm_on_two_of_three_accounts_costs_the_client_nothing(make_gatewa
     assert sorted(seen) == sorted([(a_mail, 429), (b_mail, 429)] + [(c_mail, 200)] * 8)
     rows = {r["id"]: r for r in gateway.accounts()}
     now = time.time()
-    for account_id, hint in ((a, 30), (b, 50)):
+    for account_id, email, hint in ((a, a_mail, 30), (b, b_mail, 50)):
+        refused_at = next(e["t"] for e in sim.log("google") if e["account"] == email and e["status"] == 429)
         cooldown = rows[account_id]["cooldowns"][MODEL]
-        assert cooldown["error_class"] == "rate_limit" and hint - 5 < cooldown["until"] - now <= hint
+        # As long as the upstream asked, from when it refused (however slow the machine is).
+        assert cooldown["error_class"] == "rate_limit" and refused_at + hint <= cooldown["until"] <= now + hint
         assert rows[account_id]["last_error"]["status"] == 429
     assert rows[c]["cooldowns"] == {} and rows[c]["last_error"] is None
 
@@ -90,7 +93,8 @@ def test_cooldowns_and_sessions_survive_a_killed_gateway(make_gateway, sim):
     config = {"routing": {"scheduling": "cache_first"}}
     gateway, [(a, a_mail), (b, b_mail)] = setup(make_gateway, sim, 2, config, priority=[0, 1])
     gateway.start()
-    sim.behave("429", {"account": a_mail}, retry_delay="60s")
+    # Long enough that no slow machine sees it end before the test does.
+    sim.behave("429", {"account": a_mail}, retry_delay="290s")
     session = {"X-Claude-Code-Session-Id": "kept-across-restarts"}
     client = gateway.anthropic(default_headers=session)
     reply = client.messages.with_raw_response.create(model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": "hi"}])
@@ -109,7 +113,7 @@ def test_cooldowns_and_sessions_survive_a_killed_gateway(make_gateway, sim):
     sim.clear_log()
     gateway.start()
     after = {r["id"]: r for r in gateway.accounts()}[a]["cooldowns"][CLAUDE]
-    assert after["until"] == before and after["until"] - time.time() > 40
+    assert after["until"] == before > time.time()
     for _ in range(3):
         reply = client.messages.with_raw_response.create(model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": "again"}])
         assert reply.headers["x-switchyard-account"] == b
@@ -158,6 +162,13 @@ def test_max_concurrent_holds_under_50_concurrent_requests(make_gateway, sim):
     assert (rows[a]["max_concurrent"], rows[b]["max_concurrent"]) == (2, 3)
 
 
+def models_cooling(gateway, account_id: str) -> float:
+    """What the gateway itself says (`/metrics`): how many models the account cools for."""
+    text = httpx.get(f"{gateway.url}/metrics", headers=gateway.auth(), timeout=10).text
+    line = f'switchyard_account_models_cooling{{account="{account_id}"}} '
+    return next((float(row[len(line):]) for row in text.splitlines() if row.startswith(line)), 0.0)
+
+
 def test_cli_changes_reach_a_running_gateway_within_a_second(make_gateway, sim):
     gateway, [(a, a_mail), (b, b_mail)] = setup(make_gateway, sim, 2, priority=[0, 1])
     gateway.start()
@@ -167,21 +178,32 @@ def test_cli_changes_reach_a_running_gateway_within_a_second(make_gateway, sim):
         response = client.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": "x"}])
         return response.headers["x-switchyard-account"]
 
+    def states() -> dict[str, str]:
+        """Each account's state as the gateway itself sees it (`/metrics`: answered locally, so
+        polling it measures the gateway, not the upstream's latency on a busy machine)."""
+        text = httpx.get(f"{gateway.url}/metrics", headers=gateway.auth(), timeout=10).text
+        rows = re.findall(r'^switchyard_account_state\{([^}]*)\} 1\.0$', text, re.M)
+        return {labels["account"]: labels["state"] for labels in (dict(re.findall(r'(\w+)="([^"]*)"', r)) for r in rows)}
+
     assert served_by() == a
     took = {}
     gateway.cli("accounts", "disable", a)
-    took["disable"] = wait_until(lambda: served_by() == b, timeout=1.0)
+    took["disable"] = wait_until(lambda: states().get(a) == "disabled", timeout=10)
+    assert served_by() == b
     gateway.cli("accounts", "enable", a)
-    took["enable"] = wait_until(lambda: served_by() == a, timeout=1.0)
+    took["enable"] = wait_until(lambda: states().get(a) == "ready", timeout=10)
+    assert served_by() == a
     # The quota runs out behind the gateway's back; `refresh` tells it before any request fails.
     sim.set_quota(a_mail, MODEL, remainingFraction=0.0, resetTime="2099-01-01T00:00:00Z")
     gateway.cli("accounts", "refresh", a)
     sim.clear_log()
-    time.sleep(0.7)  # one sync (0.5 s) later the gateway knows, without sending A a request
+    # The gateway learns it from the state file (its next sync), without sending A a request.
+    wait_until(lambda: models_cooling(gateway, a) == 1, timeout=10)
     assert served_by() == b
     assert generations(sim) == [(b_mail, 200)]
     assert served_by("gemini-2.5-pro") == a  # only that model ran out
     gateway.cli("accounts", "remove", a)
-    took["remove"] = wait_until(lambda: served_by("gemini-2.5-pro") == b, timeout=1.0)
+    took["remove"] = wait_until(lambda: a not in states(), timeout=10)
+    assert served_by("gemini-2.5-pro") == b
     assert [r["id"] for r in gateway.accounts()] == [b]
     assert all(t < 1.0 for t in took.values()), took

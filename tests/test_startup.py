@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import httpx
+import openai
 import pytest
 import tomli_w
 
@@ -153,19 +154,28 @@ def test_cli_changes_reach_a_running_gateway(make_gateway, sim):
     client = gateway.openai()
     with pytest.raises(Exception):
         client.chat.completions.create(**CHAT)  # no accounts yet
+
+    def served_by() -> str | None:
+        try:
+            return client.chat.completions.with_raw_response.create(**CHAT).headers["x-switchyard-account"]
+        except openai.APIStatusError:
+            return None  # the gateway has not seen the change yet
+
+    def soon(account: str | None) -> None:
+        deadline = time.monotonic() + 10
+        while (got := served_by()) != account:
+            assert time.monotonic() < deadline, f"still served by {got}, not {account}"
+            time.sleep(0.05)
+
     first = gateway.add_google(email="live-a@example.com")
-    time.sleep(1.2)
-    served = client.chat.completions.with_raw_response.create(**CHAT).headers["x-switchyard-account"]
-    assert served == first
+    soon(first)
     second = gateway.add_google(email="live-b@example.com")
     gateway.cli("accounts", "disable", first)
-    time.sleep(1.2)
-    for _ in range(3):
-        assert client.chat.completions.with_raw_response.create(**CHAT).headers["x-switchyard-account"] == second
+    soon(second)
+    assert [served_by() for _ in range(3)] == [second] * 3
     gateway.cli("accounts", "remove", second)
     gateway.cli("accounts", "enable", first)
-    time.sleep(1.2)
-    assert client.chat.completions.with_raw_response.create(**CHAT).headers["x-switchyard-account"] == first
+    soon(first)
 
 
 def test_import_formats(make_gateway, tmp_path):

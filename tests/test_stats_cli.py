@@ -85,6 +85,14 @@ def test_rows_from_many_threads_all_arrive(tmp_path):
     db.close()
 
 
+def test_a_ledger_others_could_read_is_made_private(tmp_path):
+    path = tmp_path / "usage.sqlite3"
+    sqlite3.connect(path).close()  # as an older version, or a copy, may have left it
+    path.chmod(0o644)
+    ledger_module.connect(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 def test_retention_removes_old_rows_when_the_ledger_opens(tmp_path):
     path = tmp_path / "usage.sqlite3"
     write(path, [record(NOW - 40 * DAY), record(NOW - 20 * DAY), record(NOW - 60)])
