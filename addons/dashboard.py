@@ -18,7 +18,7 @@ from mitmproxy import ctx, http
 
 from pool.config import Config
 
-from . import api
+from . import api, bodies
 from .api import Answer, ApiError, Call
 from .gateway import VERSION, Gateway
 from .live import Live
@@ -195,12 +195,14 @@ def _body(request: http.Request) -> Any:
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media != "application/json":
         raise ApiError(415, "send the body as JSON with content-type: application/json")
-    if len(raw) > MAX_BODY:
-        raise ApiError(400, f"the body is larger than {MAX_BODY // (1024 * 1024)} MB")
-    if not raw.strip():
+    try:
+        body = bodies.read(request, MAX_BODY)
+    except bodies.BodyError as e:
+        raise ApiError(e.status, e.message) from None
+    if not body.strip():
         return {}
     try:
-        return json.loads(request.get_content(strict=False) or b"")
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the body is not valid JSON: {e}") from None
 

@@ -26,9 +26,10 @@ from pool import models
 from pool.models import Listing
 from pool.pool import Pool
 from pool.transport import Transport, TransportError
+from pool.config import ProxyConfig
 from pool.upstreams import COUNTS_TOKENS
 
-from . import answers, background, estimate, routes, search, streaming, trace
+from . import answers, background, bodies, estimate, routes, search, streaming, trace
 from .clientkeys import Client, client_of
 from .conversations import ResponseHistory
 from .relay import TOKEN_HEADER, Relay
@@ -506,8 +507,13 @@ class Gateway:
         flow.response = answers.json_response(200, caller.encode_count_response(total))
 
     def _json_body(self, flow: http.HTTPFlow) -> dict[str, Any]:
-        # ClientLimits refuses bigger bodies as they arrive; this holds where it could not watch.
-        proxy = self.settings.config.proxy if self.settings.config is not None else None
-        if proxy is not None and len(flow.request.raw_content or b"") > proxy.max_body:
-            raise c.BadRequest(f"request body is larger than {proxy.max_body_mb:g} MB", status=413)
-        return jsonbody.parse(flow.request.get_content(strict=False) or b"")
+        return jsonbody.parse(self.body(flow))
+
+    def body(self, flow: http.HTTPFlow) -> bytes:
+        """The caller's body, decoded within `max_body_mb` (ClientLimits refuses bigger bodies as
+        they arrive; this holds where it could not watch, and for compressed ones)."""
+        proxy = self.settings.config.proxy if self.settings.config is not None else ProxyConfig()
+        try:
+            return bodies.read(flow.request, proxy.max_body)
+        except bodies.BodyError as e:
+            raise c.BadRequest(e.message, status=e.status) from None

@@ -46,11 +46,7 @@ async def generations(gw: Gateway, flow: http.HTTPFlow, route: routes.Route, hea
 
 
 async def edits(gw: Gateway, flow: http.HTTPFlow, route: routes.Route, headers: dict[str, str], t: trace.Trace) -> None:
-    body = flow.request.get_content(strict=False) or b""
-    proxy = gw.settings.config.proxy if gw.settings.config is not None else None
-    if proxy is not None and len(body) > proxy.max_body:  # ClientLimits refuses most before they arrive
-        raise c.BadRequest(f"request body is larger than {proxy.max_body_mb:g} MB", status=413)
-    values, files = images.decode_form(flow.request.headers.get("content-type", ""), body)
+    values, files = images.decode_form(flow.request.headers.get("content-type", ""), gw.body(flow))
     await _serve(gw, flow, images.decode_edit(values, files), t)
 
 

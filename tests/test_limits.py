@@ -4,14 +4,18 @@ no answer can be given), never a hang."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import select
 import socket
 import time
+import zlib
 from collections.abc import Iterator
 
 import httpx
 import pytest
+
+from mitmproxy.net import encoding
 
 from conftest import API_KEY, Gateway, prepare_gateway
 
@@ -103,6 +107,47 @@ def test_a_body_within_the_limit_is_served(gateway):
     )
     assert response.status_code == 200, response.text
     assert response.json()["input_tokens"] > 1000
+
+
+def peak_rss_kb(gateway: Gateway) -> int:
+    status = open(f"/proc/{gateway.proc.pid}/status").read()
+    return int(status.split("VmHWM:")[1].split()[0])
+
+
+def count(gateway: Gateway, body: bytes, content_encoding: str) -> httpx.Response:
+    headers = {**gateway.json_headers(), "content-encoding": content_encoding}
+    return httpx.post(f"{gateway.url}/v1/messages/count_tokens", content=body, headers=headers, timeout=20)
+
+
+COUNT_BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hello " * 2000}]}).encode()
+
+
+@pytest.mark.parametrize("name", ["gzip", "deflate", "br", "zstd"])
+def test_a_compressed_body_is_served(gateway, name):
+    response = count(gateway, encoding.encode(COUNT_BODY, name), name)
+    assert response.status_code == 200, response.text
+    assert response.json()["input_tokens"] > 1000
+
+
+def test_a_compression_bomb_is_refused_without_inflating_it(gateway):
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip, built without holding it
+    bomb = packer.compress(b'{"model": "x", "messages": [{"role": "user", "content": "')
+    bomb += b"".join(packer.compress(b"a" * (1 << 20)) for _ in range(300))
+    bomb += packer.compress(b'"}]}') + packer.flush()
+    assert len(bomb) < 1 << 20  # it passes the size check as sent
+    before = peak_rss_kb(gateway)
+    response = count(gateway, bomb, "gzip")
+    assert response.status_code == 413
+    assert "once decoded" in response.json()["error"]["message"]
+    assert peak_rss_kb(gateway) - before < 64 * 1024  # 300 MB were never held
+    assert count(gateway, gzip.compress(COUNT_BODY), "gzip").status_code == 200
+
+
+def test_an_unknown_or_broken_encoding_is_a_clear_error(gateway):
+    unknown = count(gateway, COUNT_BODY, "compress")
+    assert unknown.status_code == 415 and "compress" in unknown.json()["error"]["message"]
+    broken = count(gateway, gzip.compress(COUNT_BODY)[:-40], "gzip")
+    assert broken.status_code == 400 and "not valid gzip" in broken.json()["error"]["message"]
 
 
 def test_a_head_over_max_header_is_refused(gateway):
