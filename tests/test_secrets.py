@@ -109,8 +109,11 @@ def refusals(gateway: Gateway, seen: Seen) -> None:
         response = seen.answer("a bad key", httpx.post(f"{url}/v1/chat/completions{query}", headers=headers, json=chat))
         assert response.status_code == 401
     bearer = {"authorization": f"Bearer {API_KEY}"}
-    bad = seen.answer("a bad body", httpx.post(f"{url}/v1/messages", headers=bearer, content=b"{not json"))
+    bad = seen.answer("a bad body", httpx.post(f"{url}/v1/messages", headers={**bearer, "content-type": "application/json"},
+                                               content=b"{not json"))
     assert bad.status_code == 400
+    untyped = seen.answer("a body that is not JSON", httpx.post(f"{url}/v1/messages", headers=bearer, content=b"{not json"))
+    assert untyped.status_code == 415
     unknown = seen.answer("an unknown model", httpx.post(f"{url}/v1/chat/completions", headers=bearer,
                                                          json={**chat, "model": "no-such-model"}))
     assert unknown.status_code == 404

@@ -169,8 +169,8 @@ def test_cli_changes_reach_a_running_gateway(make_gateway, sim):
 
     first = gateway.add_google(email="live-a@example.com")
     soon(first)
-    second = gateway.add_google(email="live-b@example.com")
     gateway.cli("accounts", "disable", first)
+    second = gateway.add_google(email="live-b@example.com")  # seen with it: first is disabled
     soon(second)
     assert [served_by() for _ in range(3)] == [second] * 3
     gateway.cli("accounts", "remove", second)
