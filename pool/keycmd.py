@@ -13,7 +13,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from . import ledger
+from . import usagedb
 from .keys import ClientKey, KeysError, KeyStore, make
 from .paths import Home
 from .rates import day_start
@@ -97,7 +97,7 @@ def _describe(key: ClientKey, used: tuple[int, int], now: float) -> dict[str, An
 
 
 def _used_today(where: Home, now: float) -> dict[str, tuple[int, int]]:
-    return ledger.usage_by_key(where.ledger_file, day_start(now))
+    return usagedb.usage_by_key(usagedb.target(where), day_start(now))
 
 
 def _n(value: int | None) -> str:
