@@ -172,6 +172,8 @@ class Dashboard:
             answer = await handler(self.api, call)
         except ApiError as e:
             answer = Answer(e.body(), status=e.status)
+        except usagedb.LedgerError as e:  # PostgreSQL away: the message names it, password masked
+            answer = Answer(ApiError(503, str(e)).body(), status=503)
         except Exception as e:  # a bug must cost one answer, never the gateway
             log.exception("dashboard API failed")
             answer = Answer(ApiError(500, f"internal error ({type(e).__name__})").body(), status=500)

@@ -20,7 +20,7 @@ from . import usagedb
 from .paths import Home
 from .usagedb import Reader, Target
 
-_HOUR = "{hour}"  # the dialect's local hour (usagedb.Dialect.hour)
+_HOUR = "{hour}"  # the dialect's local hour (dialects.Dialect.hour)
 # Grouping -> (what SQL groups by, the row keys it adds and their SQL).
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     "account": ("account_id", {"account_id": "account_id", "account": "max(account)"}),

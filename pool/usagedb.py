@@ -2,47 +2,33 @@
 (`[usage] database_url`, one table for every replica) — and reading it.
 
 The readers (`stats.py`, `history.py`, the dashboard) write their SQL once, in what both
-databases speak, with `?` placeholders; a `Dialect` supplies the few expressions that differ:
-the local hour of a row, a whole-number division, a two-value maximum. Reads run in threads (the
-CLI, or `asyncio.to_thread` in the gateway), never on the event loop.
+databases speak, with `?` placeholders; a `Dialect` (dialects.py) supplies the few expressions
+that differ: the local hour of a row, a whole-number division, a two-value maximum. Reads run in
+threads (the CLI, or `asyncio.to_thread` in the gateway), never on the event loop. Only this
+module's PostgreSQL paths import psycopg (pgledger.py), so a SQLite gateway never loads it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from . import ledger
+from .dialects import POSTGRES, SQLITE, Dialect
 from .paths import Home
 from .urls import mask_url, scrub
 
 Target = Path | str  # a SQLite file, or a postgresql:// URL
-CONNECT_TIMEOUT = 5  # seconds to reach PostgreSQL before a read fails
 IDLE_KEPT = 4  # open reading connections kept per database (the dashboard reads often)
 
 
 class LedgerError(Exception):
     """The ledger could not be read; the message names it, credentials masked."""
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    name: str
-    hour: str  # a row's local hour, 'YYYY-MM-DD HH:00'
-    whole: str  # {} as a whole number, toward zero
-    greatest: str  # the larger of two values
-
-
-SQLITE = Dialect("sqlite", "strftime('%Y-%m-%d %H:00', at, 'unixepoch', 'localtime')", "CAST({} AS INTEGER)", "max")
-POSTGRES = Dialect("postgresql", "to_char(to_timestamp(at), 'YYYY-MM-DD HH24:00')", "CAST(trunc({}) AS BIGINT)", "greatest")
 
 
 def is_postgres(where: Target) -> bool:
@@ -82,10 +68,11 @@ def _peek_config(home: Home) -> Any | None:
 class Reader:
     """One connection to the ledger, for a few queries."""
 
-    def __init__(self, conn: Any, dialect: Dialect, url: str | None = None) -> None:
+    def __init__(self, conn: Any, dialect: Dialect, url: str | None = None, *, reused: bool = False) -> None:
         self.conn = conn
         self.dialect = dialect
-        self._url = url
+        self._url = url or ""
+        self._reused = reused  # an idle connection from the pool: PostgreSQL may have restarted since
 
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cursor = self._execute(sql, args)
@@ -98,17 +85,27 @@ class Reader:
     def _execute(self, sql: str, args: Sequence[Any]) -> Any:
         if self.dialect is SQLITE:
             return self.conn.execute(sql, tuple(args))
-        import psycopg
+        from .pgledger import LOST, psycopg
 
+        sql = sql.replace("%", "%%").replace("?", "%s")
         try:
-            return self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(args))
+            try:
+                return self.conn.execute(sql, tuple(args))
+            except LOST:
+                if not self._reused:
+                    raise
+                self.conn.close()  # it outlived a restart of PostgreSQL: once more on a new one
+                self.conn, self._reused = _Pool.open(self._url), False
+                return self.conn.execute(sql, tuple(args))
         except psycopg.Error as e:
-            raise LedgerError(f"usage ledger {mask_url(self._url or '')}: {scrub(str(e).strip(), self._url or '')}") from None
+            raise LedgerError(f"usage ledger {mask_url(self._url)}: {scrub(str(e).strip(), self._url)}") from None
 
 
 def _plain(value: Any) -> Any:
-    """PostgreSQL's numeric (round, avg) as the float SQLite gives."""
-    return float(value) if isinstance(value, Decimal) else value
+    """PostgreSQL's numeric as SQLite gives it: a whole sum an int, a rounded average a float."""
+    if not isinstance(value, Decimal):
+        return value
+    return int(value) if value.as_tuple().exponent == 0 else float(value)
 
 
 @contextlib.contextmanager
@@ -123,14 +120,15 @@ def reading(where: Target) -> Iterator[Reader]:
             db.close()
         return
     url = str(where)
-    conn = _Pool.take(url)
+    conn, reused = _Pool.take(url)
+    reader = Reader(conn, POSTGRES, url, reused=reused)
     try:
-        yield Reader(conn, POSTGRES, url)
+        yield reader
     except BaseException:
-        conn.close()  # a connection a query broke is not reused
+        reader.conn.close()  # a connection a query broke is not reused
         raise
     else:
-        _Pool.give(url, conn)
+        _Pool.give(url, reader.conn)
 
 
 class _Pool:
@@ -140,15 +138,18 @@ class _Pool:
     _idle: dict[str, list[Any]] = {}
 
     @classmethod
-    def take(cls, url: str) -> Any:
+    def take(cls, url: str) -> tuple[Any, bool]:
+        """A connection, and whether it is an idle one reused."""
         with cls._lock:
             idle = cls._idle.get(url)
             conn = idle.pop() if idle else None
         if conn is not None and not conn.closed:
-            return conn
-        import psycopg
+            return conn, True
+        return cls.open(url), False
 
-        from .pgledger import ensure_schema
+    @staticmethod
+    def open(url: str) -> Any:
+        from .pgledger import connect, ensure_schema, psycopg
 
         conn = connect(url, autocommit=True)
         try:
@@ -169,36 +170,6 @@ class _Pool:
                 idle.append(conn)
                 return
         conn.close()
-
-
-def connect(url: str, *, autocommit: bool) -> Any:
-    """A PostgreSQL connection whose session speaks this machine's local time (for `hour`)."""
-    import psycopg
-
-    try:
-        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT, application_name="switchyard")
-    except psycopg.Error as e:
-        raise LedgerError(f"usage ledger {mask_url(url)} cannot be reached: {scrub(str(e).strip(), url)}") from None
-    zone = local_zone()
-    with contextlib.suppress(psycopg.Error):
-        conn.execute("SELECT set_config('TimeZone', %s, false)", (zone,))
-        if not autocommit:
-            conn.commit()
-    return conn
-
-
-def local_zone() -> str:
-    """This machine's time zone as PostgreSQL takes it: TZ, /etc/localtime's zone name, or the
-    current UTC offset (POSIX sign: west is positive)."""
-    zone = os.environ.get("TZ", "").lstrip(":")
-    if zone and "/" in zone and not zone.startswith("/"):
-        return zone
-    with contextlib.suppress(OSError):
-        link = os.path.realpath("/etc/localtime")
-        if "/zoneinfo/" in link:
-            return link.split("/zoneinfo/", 1)[1]
-    offset = -time.localtime().tm_gmtoff
-    return f"UTC{'+' if offset >= 0 else '-'}{abs(offset) // 3600:02d}:{abs(offset) % 3600 // 60:02d}"
 
 
 # --- small reads shared by several callers ------------------------------------------------------------------

@@ -107,7 +107,9 @@ class Postgres:
     def _run(self, *argv: str) -> None:
         result = subprocess.run([*self.as_user, *argv], capture_output=True, text=True, timeout=120, cwd=self.dir)
         if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed: {result.stdout}{result.stderr}")
+            log = self.dir / "postgres.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{' '.join(argv)} failed: {result.stdout}{result.stderr}{tail}")
 
     def start(self) -> "Postgres":
         password_file = self.dir / "password"
