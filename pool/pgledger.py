@@ -90,7 +90,7 @@ class PgLedger(Ledger):
     rides out its outages."""
 
     def __init__(self, url: str, retention_days: float) -> None:
-        super().__init__(Path(mask_url(url)), retention_days)
+        super().__init__(Path(mask_url(url)), retention_days)  # (only SQLite's writer opens `path`)
         self.url = url
         self._backlog: list[Record] = []  # taken from the queue, not yet written
         self._down = False  # an outage was logged and its end was not yet
