@@ -74,7 +74,7 @@ class Context:
 
     settings: Settings
     pool: Callable[[], Pool | None]
-    ledger_file: Callable[[], Path]
+    ledger_file: Callable[[], Path | str]  # the SQLite file, or the PostgreSQL URL (pool/usagedb.py)
     mitmweb: Callable[[], str | None]  # its URL (with its token when auth is on), when mitmweb runs
     apply_config: Callable[[Config], None]
     started: Callable[[], Config | None]  # the config the gateway started with

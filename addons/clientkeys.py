@@ -15,7 +15,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from pool import ledger, rates
+from pool import rates, usagedb
 from pool.keys import ClientKey, KeysError, KeyStore
 
 from . import trace
@@ -82,7 +82,7 @@ class ClientKeys:
         except KeysError as e:
             log.error("client keys not loaded, none is accepted: %s", e)
         try:
-            spent = ledger.usage_by_key(home.ledger_file, rates.day_start(self.rates.clock()))
+            spent = usagedb.usage_by_key(usagedb.target(home, self.settings.config), rates.day_start(self.rates.clock()))
         except Exception as e:  # a broken ledger must not stop the gateway; limits start afresh
             log.warning("today's usage of the client keys could not be read from the ledger: %s", e)
             spent = {}

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 from mitmproxy import ctx, http
 
+from pool import usagedb
 from pool.config import Config
 
 from . import api, bodies
@@ -63,13 +64,13 @@ class Dashboard:
         self.api = api.Api(api.Context(
             settings=settings,
             pool=lambda: gateway.pool,
-            ledger_file=lambda: settings.home.ledger_file,
+            ledger_file=lambda: usagedb.target(settings.home, settings.config),
             mitmweb=self.mitmweb,
             apply_config=self.apply_config,
             started=lambda: self.started,
             version=VERSION,
         ))
-        self.live = Live(self.api.rows, self.api.fingerprint, lambda: settings.home.ledger_file, self.api.with_links)
+        self.live = Live(self.api.rows, self.api.fingerprint, lambda: usagedb.target(settings.home, settings.config), self.api.with_links)
         self._assets: dict[str, Asset] = {}
 
     # --- life cycle -----------------------------------------------------------------------------------
@@ -171,6 +172,8 @@ class Dashboard:
             answer = await handler(self.api, call)
         except ApiError as e:
             answer = Answer(e.body(), status=e.status)
+        except usagedb.LedgerError as e:  # PostgreSQL away: the message names it, password masked
+            answer = Answer(ApiError(503, str(e)).body(), status=503)
         except Exception as e:  # a bug must cost one answer, never the gateway
             log.exception("dashboard API failed")
             answer = Answer(ApiError(500, f"internal error ({type(e).__name__})").body(), status=500)

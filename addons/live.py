@@ -3,7 +3,8 @@ state changes, and the ledger's new rows as requests finish.
 
 One watcher serves every page, and only while some page listens: it compares a cheap fingerprint
 of the pool each half second (a tuple of numbers) and reads the ledger only after a request has
-finished, so an idle page costs a heartbeat comment every 20 s. A stream ends itself after ten
+finished, so an idle page costs a heartbeat comment every 20 s (with a ledger in PostgreSQL that
+other replicas write too, it also looks every `SHARED_EVERY` ticks). A stream ends itself after ten
 minutes (mitmweb keeps a streamed body until its flow ends) and the page reconnects at once,
 asking for the rows after the last one it has: nothing is missed in between.
 """
@@ -16,12 +17,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
-from pathlib import Path
 from typing import Any
 
 from mitmproxy import http
 
-from pool import history
+from pool import history, usagedb
+from pool.usagedb import Target
 
 from . import trace
 
@@ -33,6 +34,7 @@ SEGMENT = 600.0  # seconds one stream lasts before the page reconnects
 QUEUE = 64  # events a slow page may fall behind before its stream is closed (it reconnects)
 ROWS = 200  # ledger rows per event at most
 LEDGER_LOOKS = 6  # ticks the watcher keeps looking for a finished request's row (the writer is a thread)
+SHARED_EVERY = 4  # ticks between looks at a ledger other replicas write (their rows come unannounced)
 
 
 def event(name: str, data: Any) -> bytes:
@@ -44,7 +46,7 @@ class Live:
         self,
         accounts: Callable[[], list[dict[str, Any]]],
         fingerprint: Callable[[], Hashable],
-        ledger_file: Callable[[], Path | None],
+        ledger_file: Callable[[], Target | None],
         decorate: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] = lambda rows: rows,
     ) -> None:
         self.accounts = accounts
@@ -54,6 +56,7 @@ class Live:
         self._subscribers: set[asyncio.Queue[bytes | None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._looks = 0
+        self._unreadable = False
 
     @property
     def listeners(self) -> int:
@@ -75,7 +78,10 @@ class Live:
         try:
             yield b"retry: 1000\n\n" + event("hello", {"accounts": self.accounts(), "listeners": len(self._subscribers)})
             if after is not None and (path := self.ledger_file()) is not None:
-                missed = await asyncio.to_thread(history.rows, path, after=after, limit=ROWS)
+                try:
+                    missed = await asyncio.to_thread(history.rows, path, after=after, limit=ROWS)
+                except usagedb.errors():  # the watcher says so, and sends the rows when it can
+                    missed = []
                 if missed:
                     yield event("requests", self.decorate(missed[::-1]))
             while (left := SEGMENT - (time.monotonic() - started)) > 0:
@@ -105,9 +111,12 @@ class Live:
         seen = self.fingerprint()
         shown = json.dumps(self.accounts(), sort_keys=True)
         path = self.ledger_file()
-        cursor = await asyncio.to_thread(history.latest_id, path) if path is not None else 0
+        cursor = await self._new_rows(path, None) if path is not None else None
+        shared = path is not None and usagedb.is_postgres(path)
+        ticks = 0
         while self._subscribers:
             await asyncio.sleep(TICK)
+            ticks += 1
             try:
                 now = self.fingerprint()
                 if now != seen:
@@ -117,14 +126,30 @@ class Live:
                     if text != shown:
                         shown = text
                         self._broadcast(event("accounts", rows))
-                if self._looks and path is not None:
-                    self._looks -= 1
-                    new = await asyncio.to_thread(history.rows, path, after=cursor, limit=ROWS)
-                    if new:
-                        cursor = new[0]["id"]
-                        self._broadcast(event("requests", self.decorate(new[::-1])))
-            except Exception:  # the watcher must outlive a bad moment (a locked ledger, a bug)
+                if path is not None and (self._looks or (shared and ticks % SHARED_EVERY == 0)):
+                    self._looks = max(self._looks - 1, 0)
+                    cursor = await self._new_rows(path, cursor)
+            except Exception:  # the watcher must outlive a bad moment (a bug)
                 log.exception("live updates failed for a moment")
+
+    async def _new_rows(self, path: Target, cursor: int | None) -> int | None:
+        """Sends the rows after `cursor` (None: where to start is not known yet, the newest row
+        says); the cursor after them. A ledger that cannot be read (a locked file, PostgreSQL
+        away) is said once, and tried again at the next look."""
+        try:
+            if cursor is None:
+                return await asyncio.to_thread(history.latest_id, path)
+            new = await asyncio.to_thread(history.rows, path, after=cursor, limit=ROWS)
+        except usagedb.errors() as e:
+            if not self._unreadable:
+                self._unreadable = True
+                log.warning("live updates wait: the usage ledger cannot be read: %s", e)
+            return cursor
+        self._unreadable = False
+        if new:
+            self._broadcast(event("requests", self.decorate(new[::-1])))
+            return new[0]["id"]
+        return cursor
 
     def _broadcast(self, item: bytes) -> None:
         for queue in list(self._subscribers):

@@ -1,9 +1,11 @@
-"""Keeps the usage ledger (`pool/ledger.py`) open while the gateway runs; the Monitor feeds it."""
+"""Keeps the usage ledger (`pool/ledger.py`, or `pool/pgledger.py` with `[usage] database_url`)
+open while the gateway runs; the Monitor feeds it."""
 
 from __future__ import annotations
 
 from mitmproxy import http
 
+from pool import usagedb
 from pool.ledger import Ledger, Record
 
 from . import trace
@@ -19,7 +21,7 @@ class UsageLedger:
         config = self.settings.config
         if config is None or self.ledger is not None:
             return
-        self.ledger = Ledger(self.settings.home.ledger_file, config.usage.retention_days)
+        self.ledger = usagedb.writer(self.settings.home, config)
         self.ledger.start()
 
     def done(self) -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from .files import keep_private, locked, write_atomic
 from .mapping import lookup
 from .transport import check_proxy
+from .urls import check_service_url, mask_url
 
 DEFAULT_CLIENT_VERSION = "4.3.0"
 # Seconds one upstream attempt may take to its status and first event, and an answer may stay
@@ -145,6 +146,47 @@ class MonitorConfig(_Section):
 
 class UsageConfig(_Section):
     retention_days: int = Field(30, ge=1)  # days the usage ledger keeps its rows
+    # "postgresql://user:password@host:5432/db": the ledger in PostgreSQL, one table for every
+    # replica; "" = SQLite under the data dir.
+    database_url: str = ""
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, url: str) -> str:
+        return check_service_url(url, ("postgresql", "postgres"), "postgresql://user:password@host:5432/switchyard") if url else url
+
+
+REDIS_EXAMPLE = "redis://:password@host:6379/0"
+REDIS_ENV = "SWITCHYARD_REDIS_URL"
+
+
+def check_redis_url(url: str) -> str:
+    return check_service_url(url, ("redis", "rediss", "unix"), REDIS_EXAMPLE, host=("redis", "rediss"))
+
+
+class ClusterConfig(_Section):
+    # Replicas that share one pool keep what they must share in this Redis (or env
+    # SWITCHYARD_REDIS_URL); "" = this process alone, with local files.
+    redis_url: str = ""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, url: str) -> str:
+        return check_redis_url(url) if url else url
+
+    @property
+    def effective_redis_url(self) -> str:
+        """The config's URL, else the environment's (checked like the file's)."""
+        if self.redis_url:
+            return self.redis_url
+        url = os.environ.get(REDIS_ENV, "").strip()
+        if url:
+            try:
+                check_redis_url(url)
+            except ValueError as e:
+                reason = f"{e} (got {mask_url(url)!r})"
+                raise ConfigError(f"{REDIS_ENV}: {reason}", {"cluster.redis_url": reason}) from None
+        return url
 
 
 class AntigravityUpstream(_Section):
@@ -212,6 +254,7 @@ class Config(_Section):
     upstreams: Upstreams = Field(default_factory=Upstreams)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     def to_toml(self) -> bytes:
         return tomli_w.dumps(self.model_dump(mode="json")).encode()
@@ -303,7 +346,10 @@ def _reason(error: Any) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown key"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{message} (got {error['input']!r})"
+    got = error["input"]
+    if isinstance(got, str) and "://" in got:  # a service URL's password never goes into a message
+        got = mask_url(got)
+    return f"{message} (got {got!r})"
 
 
 def check_startable(config: Config) -> None:
@@ -316,6 +362,7 @@ def check_startable(config: Config) -> None:
             "use your accounts; set auth_mode to \"all_except_health\" (or \"auto\") or turn off LAN access"
         )
         raise ConfigError(reason, {"proxy.auth_mode": reason})
+    config.cluster.effective_redis_url  # a bad SWITCHYARD_REDIS_URL stops the start, named
     if mode != "off" and not proxy.api_key:
         reason = f"proxy.auth_mode is {mode!r} but proxy.api_key is empty; set an api_key"
         raise ConfigError(reason, {"proxy.api_key": reason})

@@ -10,6 +10,7 @@ from typing import Any
 from . import config as config_file
 from .accounts import mask
 from .config import Config, ConfigError
+from .urls import mask_url
 
 LIVE, RESTART = "live", "restart"
 
@@ -28,6 +29,7 @@ EDITABLE: dict[str, str] = {
     "proxy.port": RESTART,
 }
 SECRETS = ("proxy.api_key", "upstreams.antigravity.client_secret")
+URLS = ("usage.database_url", "cluster.redis_url")  # shown with their passwords masked
 
 
 def get(data: dict[str, Any], key: str) -> Any:
@@ -68,6 +70,10 @@ def _masked(config: Config) -> dict[str, Any]:
         *parents, last = key.split(".")
         section = get(values, ".".join(parents))
         section[last] = mask(section[last])
+    for key in URLS:
+        *parents, last = key.split(".")
+        section = get(values, ".".join(parents))
+        section[last] = mask_url(section[last])
     return values
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
-import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from . import ledger
+from . import ledger, usagedb
+from .usagedb import Target
 
 ROW_COLUMNS = ("id", *ledger.COLUMNS)
 MAX_LIMIT = 500
@@ -42,7 +41,7 @@ FILTERS: dict[str, Callable[[str], tuple[str, list[Any]]]] = {
 
 
 def rows(
-    path: Path,
+    path: Target,
     filters: dict[str, str] | None = None,
     *,
     before: int | None = None,
@@ -67,30 +66,26 @@ def rows(
     return _query(path, sql, [*args, limit])
 
 
-def latest_id(path: Path) -> int:
+def latest_id(path: Target) -> int:
     """The newest row's id (0: none yet): where a live view starts."""
-    if not path.exists():
+    if not usagedb.exists(path):
         return 0
-    db = ledger.connect(path)
-    try:
-        return db.execute("SELECT coalesce(max(id), 0) FROM requests").fetchone()[0]
-    finally:
-        db.close()
+    with usagedb.reading(path) as db:
+        return int(db.values("SELECT coalesce(max(id), 0) FROM requests")[0][0])
 
 
-def choices(path: Path, since: float) -> dict[str, list[Any]]:
+def choices(path: Target, since: float) -> dict[str, list[Any]]:
     """What the filters can take, from the rows since `since`: accounts (id and name), models,
     protocols, statuses and error classes."""
-    if not path.exists():
+    if not usagedb.exists(path):
         return {"accounts": [], "models": [], "protocols": [], "statuses": [], "error_classes": []}
-    db = ledger.connect(path)
-    try:
+    with usagedb.reading(path) as db:
         def column(sql: str) -> list[Any]:
-            return [row[0] for row in db.execute(sql, (since,)) if row[0] is not None]
+            return [row[0] for row in db.values(sql, (since,)) if row[0] is not None]
 
         accounts = [
             {"id": account_id, "name": name or account_id}
-            for account_id, name in db.execute(
+            for account_id, name in db.values(
                 "SELECT account_id, max(account) FROM requests WHERE at >= ? AND account_id IS NOT NULL "
                 "GROUP BY account_id ORDER BY 2", (since,),
             )
@@ -102,11 +97,9 @@ def choices(path: Path, since: float) -> dict[str, list[Any]]:
             "statuses": column("SELECT DISTINCT status FROM requests WHERE at >= ? ORDER BY 1"),
             "error_classes": column("SELECT DISTINCT error_class FROM requests WHERE at >= ? ORDER BY 1"),
         }
-    finally:
-        db.close()
 
 
-def to_csv(path: Path, since: float, until: float, filters: dict[str, str] | None = None) -> str:
+def to_csv(path: Target, since: float, until: float, filters: dict[str, str] | None = None) -> str:
     """The rows of a time range, oldest first, every column, for a spreadsheet."""
     where, args = _where(filters or {})
     where += ["at >= ?", "at <= ?"]
@@ -133,15 +126,11 @@ def _where(filters: dict[str, str]) -> tuple[list[str], list[Any]]:
     return where, args
 
 
-def _query(path: Path, sql: str, args: list[Any]) -> list[dict[str, Any]]:
-    if not path.exists():
+def _query(path: Target, sql: str, args: list[Any]) -> list[dict[str, Any]]:
+    if not usagedb.exists(path):
         return []
-    db = ledger.connect(path)
-    try:
-        db.row_factory = sqlite3.Row
-        out = [dict(row) for row in db.execute(sql, args)]
-    finally:
-        db.close()
+    with usagedb.reading(path) as db:
+        out = db.rows(sql, args)
     for row in out:
         row["stream"] = bool(row["stream"])
     return out

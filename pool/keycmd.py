@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from datetime import datetime
 from typing import Any
 
-from . import ledger
+from . import usagedb
 from .keys import ClientKey, KeysError, KeyStore, make
 from .paths import Home
 from .rates import day_start
@@ -97,7 +98,13 @@ def _describe(key: ClientKey, used: tuple[int, int], now: float) -> dict[str, An
 
 
 def _used_today(where: Home, now: float) -> dict[str, tuple[int, int]]:
-    return ledger.usage_by_key(where.ledger_file, day_start(now))
+    """Each key's use today; none when the ledger cannot be read (said on stderr): the keys are
+    still listed."""
+    try:
+        return usagedb.usage_by_key(usagedb.target(where), day_start(now))
+    except usagedb.errors() as e:
+        print(f"switchyard: today's use of the keys is unknown: {e}", file=sys.stderr)
+        return {}
 
 
 def _n(value: int | None) -> str:

@@ -15,9 +15,10 @@ import queue
 import sqlite3
 import threading
 import time
-from dataclasses import astuple, dataclass, fields
+from dataclasses import MISSING, astuple, dataclass, fields
 from pathlib import Path
 
+from .dialects import SQLITE, Dialect
 from .files import PRIVATE, keep_private
 
 log = logging.getLogger("switchyard.ledger")
@@ -64,39 +65,41 @@ class Record:
 
 COLUMNS = tuple(f.name for f in fields(Record))
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    protocol TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    requested_model TEXT,
-    model TEXT,
-    account_id TEXT,
-    account TEXT,
-    status INTEGER,
-    error_class TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    stream INTEGER NOT NULL DEFAULT 0,
-    latency_ms REAL,
-    ttfb_ms REAL,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    cached_tokens INTEGER NOT NULL DEFAULT 0,
-    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
-    attempt_errors TEXT,
-    images INTEGER NOT NULL DEFAULT 0,
-    flow_id TEXT
-);
-CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
-"""
-# Columns added since the first schema, with their declarations: an older file gets them.
-_ADDED = {
-    "attempt_errors": "TEXT",
-    "images": "INTEGER NOT NULL DEFAULT 0",
-    "key_id": "TEXT", "key_label": "TEXT", "background": "TEXT", "fallback_from": "TEXT", "fallback_reason": "TEXT",
-    "flow_id": "TEXT",
-}
+# The table is made from Record, column by column, for either database (`create_table`): a field's
+# type is the column's type, `| None` lets it be empty, and its default (0 for a count or flag
+# without one) is what the rows from before a column was added get. The columns after the first
+# schema's are added to an older table that lacks them, so a field appended to Record reaches
+# every ledger by itself.
+FIRST_COLUMNS = COLUMNS[: COLUMNS.index("reasoning_tokens") + 1]
+ADDED_COLUMNS = COLUMNS[len(FIRST_COLUMNS):]
+
+
+def declaration(name: str, dialect: Dialect) -> str:
+    """A column's type and constraints, from Record's field of that name."""
+    field = _FIELDS[name]
+    kinds = [part.strip() for part in str(field.type).split("|")]
+    nullable = "None" in kinds
+    (kind,) = [k for k in kinds if k != "None"]
+    out = dialect.types[kind] + ("" if nullable else " NOT NULL")
+    default = field.default
+    if default is MISSING and not nullable and kind in ("int", "bool"):
+        default = 0  # a count or a flag that cannot be empty starts at none
+    if default is not MISSING and default is not None:
+        out += f" DEFAULT {dialect.false if kind == 'bool' and not default else repr(default)}"
+    return out
+
+
+def create_table(dialect: Dialect) -> str:
+    """The ledger's table and index, in the dialect's words; a no-op where they exist."""
+    columns = ",\n".join(f"    {name} {declaration(name, dialect)}" for name in COLUMNS)
+    return (
+        f"CREATE TABLE IF NOT EXISTS requests (\n    {dialect.id_column},\n{columns}\n);\n"
+        "CREATE INDEX IF NOT EXISTS requests_at ON requests (at);"
+    )
+
+
+_FIELDS = {f.name: f for f in fields(Record)}
+_DDL = create_table(SQLITE)
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -124,10 +127,10 @@ def connect(path: Path) -> sqlite3.Connection:
     # Columns are looked for whatever the version says: a file another build upgraded to the same
     # version may lack some. Two processes may add one at once: the second finds it there.
     present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-    for name, declaration in _ADDED.items():
+    for name in ADDED_COLUMNS:
         if name not in present:
             try:
-                db.execute(f"ALTER TABLE requests ADD COLUMN {name} {declaration}")
+                db.execute(f"ALTER TABLE requests ADD COLUMN {name} {declaration(name, SQLITE)}")
             except sqlite3.OperationalError as e:
                 if "duplicate column" not in str(e):
                     raise

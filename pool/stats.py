@@ -9,19 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from . import ledger
+from . import usagedb
 from .paths import Home
+from .usagedb import Reader, Target
 
-_HOUR = "strftime('%Y-%m-%d %H:00', at, 'unixepoch', 'localtime')"
+_HOUR = "{hour}"  # the dialect's local hour (dialects.Dialect.hour)
 # Grouping -> (what SQL groups by, the row keys it adds and their SQL).
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     "account": ("account_id", {"account_id": "account_id", "account": "max(account)"}),
@@ -34,18 +33,18 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
 
 COUNTERS: dict[str, str] = {
     "requests": "count(*)",
-    "errors": "coalesce(sum(error_class IS NOT NULL), 0)",
-    "retried": "coalesce(sum(attempts > 1), 0)",
+    "errors": "coalesce(sum(CAST(error_class IS NOT NULL AS INTEGER)), 0)",
+    "retried": "coalesce(sum(CAST(attempts > 1 AS INTEGER)), 0)",
     "attempts": "coalesce(sum(attempts), 0)",
     "input_tokens": "coalesce(sum(input_tokens), 0)",
     "output_tokens": "coalesce(sum(output_tokens), 0)",
     "cached_tokens": "coalesce(sum(cached_tokens), 0)",
     "reasoning_tokens": "coalesce(sum(reasoning_tokens), 0)",
-    "background": "coalesce(sum(background IS NOT NULL), 0)",  # sent to [routing] background_model
-    "fallbacks": "coalesce(sum(fallback_from IS NOT NULL), 0)",  # served by a [fallbacks] model
+    "background": "coalesce(sum(CAST(background IS NOT NULL AS INTEGER)), 0)",  # sent to [routing] background_model
+    "fallbacks": "coalesce(sum(CAST(fallback_from IS NOT NULL AS INTEGER)), 0)",  # served by a [fallbacks] model
     "images": "coalesce(sum(images), 0)",
-    "avg_latency_ms": "round(avg(latency_ms), 1)",
-    "avg_ttfb_ms": "round(avg(ttfb_ms), 1)",
+    "avg_latency_ms": "round(CAST(avg(latency_ms) AS NUMERIC), 1)",
+    "avg_ttfb_ms": "round(CAST(avg(ttfb_ms) AS NUMERIC), 1)",
 }
 DEFAULT_BY = ("account", "model")
 UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -72,17 +71,14 @@ class Report:
 # --- querying ------------------------------------------------------------------------------------
 
 
-def report(path: Path, since: float, by: Sequence[str] = DEFAULT_BY, until: float | None = None) -> Report:
+def report(path: Target, since: float, by: Sequence[str] = DEFAULT_BY, until: float | None = None) -> Report:
     """Totals and grouped rows (none when `by` is empty) for the requests that arrived in [since, until]."""
     until = time.time() if until is None else until
     by = tuple(by)
-    if not path.exists():
+    if not usagedb.exists(path):
         return Report(since, until, by, _empty_totals(), [])
-    db = ledger.connect(path)
-    try:
+    with usagedb.reading(path) as db:
         return Report(since, until, by, _totals(db, since, until), _rows(db, since, until, by) if by else [])
-    finally:
-        db.close()
 
 
 _WHERE = "FROM requests WHERE at >= ? AND at <= ?"
@@ -92,42 +88,42 @@ def _counters_sql() -> str:
     return ", ".join(f"{expr} AS {name}" for name, expr in COUNTERS.items())
 
 
-def _totals(db: sqlite3.Connection, since: float, until: float) -> dict[str, Any]:
-    db.row_factory = sqlite3.Row
-    totals = dict(db.execute(f"SELECT {_counters_sql()} {_WHERE}", (since, until)).fetchone())
+def _totals(db: Reader, since: float, until: float) -> dict[str, Any]:
+    totals = db.rows(f"SELECT {_counters_sql()} {_WHERE}", (since, until))[0]
     totals["p50_latency_ms"] = _percentile(db, since, until, totals["requests"], 0.50)
     totals["p95_latency_ms"] = _percentile(db, since, until, totals["requests"], 0.95)
     totals["statuses"] = {
         str(status): n
-        for status, n in db.execute(f"SELECT status, count(*) {_WHERE} GROUP BY status ORDER BY status", (since, until))
+        for status, n in db.values(f"SELECT status, count(*) {_WHERE} GROUP BY status ORDER BY status", (since, until))
     }
     totals["error_classes"] = {
         kind: n
-        for kind, n in db.execute(
-            f"SELECT error_class, count(*) {_WHERE} AND error_class IS NOT NULL GROUP BY error_class ORDER BY 2 DESC",
+        for kind, n in db.values(
+            f"SELECT error_class, count(*) {_WHERE} AND error_class IS NOT NULL GROUP BY error_class ORDER BY 2 DESC, 1",
             (since, until),
         )
     }
     return totals
 
 
-def _percentile(db: sqlite3.Connection, since: float, until: float, count: int, q: float) -> float | None:
+def _percentile(db: Reader, since: float, until: float, count: int, q: float) -> float | None:
     if not count:
         return None
-    row = db.execute(
+    found = db.values(
         f"SELECT latency_ms {_WHERE} AND latency_ms IS NOT NULL ORDER BY latency_ms LIMIT 1 OFFSET ?",
         (since, until, max(int(count * q + 0.5) - 1, 0)),
-    ).fetchone()
-    return round(row[0], 1) if row else None
+    )
+    return round(found[0][0], 1) if found else None
 
 
-def _rows(db: sqlite3.Connection, since: float, until: float, by: tuple[str, ...]) -> list[dict[str, Any]]:
+def _rows(db: Reader, since: float, until: float, by: tuple[str, ...]) -> list[dict[str, Any]]:
     keys = ", ".join(f"{expr} AS {name}" for group in by for name, expr in GROUPS[group][1].items())
     group_by = ", ".join(GROUPS[group][0] for group in by)
-    order = "hour" if "hour" in by else "requests DESC"
+    # Ties in the order of the groups, NULL first: the same order from either database.
+    ties = ", ".join(f"CASE WHEN {GROUPS[group][0]} IS NULL THEN 0 ELSE 1 END, {GROUPS[group][0]}" for group in by)
+    order = f"{'hour' if 'hour' in by else 'requests DESC'}, {ties}"
     sql = f"SELECT {keys}, {_counters_sql()} {_WHERE} GROUP BY {group_by} ORDER BY {order}"
-    db.row_factory = sqlite3.Row
-    return [dict(row) for row in db.execute(sql, (since, until))]
+    return db.rows(sql.replace(_HOUR, db.dialect.hour), (since, until))
 
 
 def _empty_totals() -> dict[str, Any]:
@@ -141,14 +137,14 @@ def _empty_totals() -> dict[str, Any]:
 # range -> (its length, the width of one bar), seconds
 RANGES: dict[str, tuple[float, float]] = {"24h": (86400, 3600), "7d": (7 * 86400, 4 * 3600), "30d": (30 * 86400, 86400)}
 SERIES_BY: dict[str, tuple[str, str]] = {  # what tokens are stacked by -> (its key, its label), SQL
-    "model": ("coalesce(model, requested_model, '(none)')", "coalesce(model, requested_model, '(none)')"),
-    "account": ("coalesce(account_id, '(none)')", "coalesce(max(account), account_id, '(none)')"),
+    "model": ("coalesce(model, requested_model, '(none)')", "max(coalesce(model, requested_model, '(none)'))"),
+    "account": ("coalesce(account_id, '(none)')", "coalesce(max(account), max(account_id), '(none)')"),
 }
 STACKED = 7  # series drawn one by one; the rest are summed as "other"
 QUANTILES = {"p50": 0.50, "p95": 0.95}
 
 
-def series(path: Path, range_name: str, by: str = "model", until: float | None = None) -> dict[str, Any]:
+def series(path: Target, range_name: str, by: str = "model", until: float | None = None) -> dict[str, Any]:
     """Per bar of the range (aligned to the local clock): tokens stacked by model or account,
     requests, errors, and latency and time to first byte (p50, p95)."""
     if range_name not in RANGES:
@@ -167,28 +163,26 @@ def series(path: Path, range_name: str, by: str = "model", until: float | None =
         "tokens": {}, "requests": [0] * count, "errors": [0] * count,
         **{f"{what}_{q}": [None] * count for what in ("latency", "ttfb") for q in QUANTILES},
     }
-    if not path.exists():
+    if not usagedb.exists(path):
         return out
-    db = ledger.connect(path)
-    try:
+    with usagedb.reading(path) as db:
         _fill(db, out, origin, until, step, by)
-    finally:
-        db.close()
     return out
 
 
-def _fill(db: sqlite3.Connection, out: dict[str, Any], origin: float, until: float, step: float, by: str) -> None:
-    bucket = f"CAST((at - {origin!r}) / {step!r} AS INTEGER)"
+def _fill(db: Reader, out: dict[str, Any], origin: float, until: float, step: float, by: str) -> None:
+    whole = db.dialect.whole
+    bucket = whole.format(f"(at - {origin!r}) / {step!r}")
     key, label = SERIES_BY[by]
     where = "FROM requests WHERE at >= ? AND at <= ?"
     count = len(out["buckets"])
     per_key: dict[str, list[int]] = {}
     totals: dict[str, int] = {}
     sql = (
-        f"SELECT {bucket} AS b, {key} AS k, {label} AS label, count(*), coalesce(sum(error_class IS NOT NULL), 0), "
+        f"SELECT {bucket} AS b, {key} AS k, {label} AS label, count(*), coalesce(sum(CAST(error_class IS NOT NULL AS INTEGER)), 0), "
         f"coalesce(sum(input_tokens + output_tokens), 0) {where} GROUP BY b, k"
     )
-    for b, k, shown, requests, errors, tokens in db.execute(sql, (origin, until)):
+    for b, k, shown, requests, errors, tokens in db.values(sql, (origin, until)):
         if not 0 <= b < count:
             continue
         out["requests"][b] += requests
@@ -204,13 +198,13 @@ def _fill(db: sqlite3.Connection, out: dict[str, Any], origin: float, until: flo
         out["tokens"]["other"] = rest
         out["labels"]["other"] = "other"
     for what, column in (("latency", "latency_ms"), ("ttfb", "ttfb_ms")):
-        ranks = " OR ".join(f"rn = max(CAST(n * {q} + 0.5 AS INTEGER), 1)" for q in QUANTILES.values())
+        ranks = " OR ".join(f"rn = {db.dialect.greatest}({whole.format(f'n * {q} + 0.5')}, 1)" for q in QUANTILES.values())
         sql = (
             f"SELECT b, n, rn, v FROM (SELECT {bucket} AS b, {column} AS v, "
             f"row_number() OVER (PARTITION BY {bucket} ORDER BY {column}) AS rn, "
-            f"count(*) OVER (PARTITION BY {bucket}) AS n {where} AND {column} IS NOT NULL) WHERE {ranks}"
+            f"count(*) OVER (PARTITION BY {bucket}) AS n {where} AND {column} IS NOT NULL) AS ranked WHERE {ranks}"
         )
-        for b, n, rn, v in db.execute(sql, (origin, until)):
+        for b, n, rn, v in db.values(sql, (origin, until)):
             if not 0 <= b < count:
                 continue
             for name, q in QUANTILES.items():
@@ -328,10 +322,14 @@ def add_command(commands: Any) -> None:
 
 
 def cmd_stats(args: argparse.Namespace, where: Home) -> int:
+    ledger = usagedb.target(where)
     try:
-        result = report(where.ledger_file, args.since, args.by)
-    except sqlite3.Error as e:
-        print(f"switchyard: cannot read the usage ledger {where.ledger_file}: {e}", file=sys.stderr)
+        result = report(ledger, args.since, args.by)
+    except usagedb.LedgerError as e:
+        print(f"switchyard: {e}", file=sys.stderr)
+        return 1
+    except usagedb.errors() as e:
+        print(f"switchyard: cannot read the usage ledger {usagedb.describe(ledger)}: {e}", file=sys.stderr)
         return 1
     print(json.dumps(result.to_json(), indent=2) if args.json else render(result))
     return 0

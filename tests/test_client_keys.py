@@ -14,6 +14,7 @@ import pytest
 from test_observability import ledger_rows, metrics, total
 
 from pool import keycmd, ledger, rates
+from pool.dialects import SQLITE
 from pool.keys import KEY_PREFIX, KeysError, KeyStore, make
 
 GEMINI, CLAUDE = "gemini-2.5-flash", "claude-sonnet-4-6"
@@ -246,7 +247,8 @@ def test_an_older_ledger_gets_the_new_columns_and_keeps_its_rows(tmp_path):
 
     path = tmp_path / "usage.sqlite3"
     db = sqlite3.connect(path)
-    db.executescript(ledger._DDL)
+    first = ", ".join(f"{name} {ledger.declaration(name, SQLITE)}" for name in ledger.FIRST_COLUMNS)
+    db.execute(f"CREATE TABLE requests ({SQLITE.id_column}, {first})")  # the table before client keys
     db.execute("INSERT INTO requests (at, protocol, operation) VALUES (1.0, 'openai_chat', 'generate')")
     db.execute("PRAGMA user_version=1")
     db.commit()
@@ -254,7 +256,7 @@ def test_an_older_ledger_gets_the_new_columns_and_keeps_its_rows(tmp_path):
     db = ledger.connect(path)
     try:
         columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-        assert set(ledger._ADDED) <= columns
+        assert "key_id" in columns and set(ledger.ADDED_COLUMNS) <= columns
         assert db.execute("SELECT count(*), max(key_id) FROM requests").fetchone() == (1, None)
     finally:
         db.close()
