@@ -121,6 +121,7 @@ class Gateway:
         # What the request taught the pool (cooldowns, errors, quota) is on disk before the caller
         # hears of it, so `switchyard accounts list` right after shows it; a no-op when nothing changed.
         await self.pool.flush()
+        await self.cluster.store.settle()  # with replicas: this turn's history is shared before the caller has it
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None and TOKEN_HEADER in flow.request.headers:

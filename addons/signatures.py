@@ -124,6 +124,8 @@ class SignatureCache:
         target = self._maps()[space]
         for key, value in found.items():
             target.put(key, value)
+            if space != "sig-origin":  # a restored signature's family is known with it
+                self._origin.put(_signature_key(value[0]), (value[1], ""))
 
     def entries(self, parts: list[c.Part], family: str) -> dict[str, dict[str, tuple[str, str]]]:
         """What `remember` notes for these parts, by space: for the other replicas."""

@@ -168,6 +168,7 @@ class RedisShared(Shared):
         self._republish: list[Callable[[], Awaitable[None]]] = []
         self._watcher: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+        self._writes: set[asyncio.Task] = set()  # blob writes a caller's next turn may need
         self._scripts: dict[str, Any] = {}
 
     # --- life ----------------------------------------------------------------------------------
@@ -254,13 +255,19 @@ class RedisShared(Shared):
             self._lost(e)
             return fallback
 
-    def _later(self, make: Callable[[], Awaitable[Any]]) -> None:
+    def _later(self, make: Callable[[], Awaitable[Any]], tracked: set[asyncio.Task] | None = None) -> None:
         """A call whose answer nobody waits for (releases, counters, blobs)."""
         if not self._up:
             return
         task = asyncio.get_running_loop().create_task(self._call(make))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        for tasks in (self._background, tracked):
+            if tasks is not None:
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+    async def settle(self) -> None:
+        if self._writes:
+            await asyncio.wait(list(self._writes), timeout=OP_TIMEOUT)
 
     # --- account records, sessions, leases ----------------------------------------------------------
     async def pull(self, since: int, epoch: str, session: str | None, limited: Iterable[str]) -> News | None:
@@ -431,7 +438,7 @@ class RedisShared(Shared):
                     pipe.set(f"{P}{space}:{key}", value, ex=max(int(ttl), 1))
                 await pipe.execute()
 
-        self._later(run)
+        self._later(run, self._writes)
 
 
 def _text(value: bytes | str) -> str:

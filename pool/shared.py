@@ -121,6 +121,10 @@ class Shared:
     def put_blobs(self, space: str, items: dict[str, bytes], ttl: float) -> None:
         pass
 
+    async def settle(self) -> None:
+        """Waits (briefly) until the blobs put so far are stored: a caller's next turn may go
+        to another replica as soon as it has this answer."""
+
 
 def open_store(redis_url: str) -> Shared:
     """The store for a config: Redis when a URL is given (imported only then), else local."""

@@ -186,3 +186,51 @@ def test_losing_redis_costs_no_request_and_both_converge_when_it_returns(pair, r
     assert not [e for e in sim.log() if e.get("account") == tired and e.get("model") == MODEL]
     for gateway in (a, b):
         assert "back with Redis" in gateway.log()
+
+
+def test_a_responses_conversation_goes_on_through_the_other_gateway(pair):
+    a, b = pair
+    add_shared(a, b, *emails(1))
+    first = a.openai().responses.create(model=MODEL, input="remember the word apricot")
+    second = b.openai().responses.create(model=MODEL, input="which word?", previous_response_id=first.id)
+    third = a.openai().responses.create(model=MODEL, input="once more", previous_response_id=second.id)
+    assert second.output_text and third.output_text
+
+
+# --- units: what goes through the store round-trips ---------------------------------------------------
+
+
+def test_a_conversation_survives_its_trip_through_the_store():
+    from addons.recall import decode_messages, encode_messages
+    from addons.translate import canonical as c
+
+    messages = [
+        c.Message("user", [c.Text("look"), c.Image("image/png", data="aGk=")]),
+        c.Message("assistant", [c.Thinking("hmm", signature="sig-1"), c.ToolCall("call_1", "look", {"q": 1}, signature="sig-2")]),
+        c.Message("user", [c.ToolResult("call_1", "look", [c.Text("found")], is_error=True)]),
+    ]
+    assert decode_messages(encode_messages(messages)) == messages
+
+
+def test_signatures_one_replica_saw_restore_a_request_on_another():
+    from addons.signatures import SignatureCache
+    from addons.translate import canonical as c
+
+    here, there = SignatureCache(), SignatureCache()
+    answer = [c.Thinking("plan", signature="c2lnLXRob3VnaHQ="), c.ToolCall("call_9", "f", {}, signature="c2lnLWNhbGw=")]
+    here.remember(answer, "gemini")
+    shared = {space: dict(items) for space, items in here.entries(answer, "gemini").items()}
+
+    request = c.Request(model="m", messages=[
+        c.Message("user", [c.Text("go")]),
+        c.Message("assistant", [c.Thinking("plan"), c.ToolCall("call_9", "f", {})]),
+        c.Message("assistant", [c.Text("x", signature="c2lnLWNhbGw=")]),
+    ])
+    wanted = there.unknown(request)
+    assert set(wanted) == {"sig-call", "sig-thought", "sig-origin"}
+    for space, keys in wanted.items():
+        there.learn(space, {k: shared[space][k] for k in keys if k in shared.get(space, {})})
+    there.restore(request)
+    assert [p.signature for p in request.messages[1].parts] == ["c2lnLXRob3VnaHQ=", "c2lnLWNhbGw="]
+    assert there.family("c2lnLXRob3VnaHQ=") == there.family("c2lnLWNhbGw=") == "gemini"
+    assert not any(there.unknown(request).values())  # nothing left to ask the store
