@@ -65,7 +65,7 @@ class ClientAuth:
         self.settings = settings
         self.keys = keys
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         config = self.settings.config
         if config is None:
             return
@@ -78,7 +78,7 @@ class ClientAuth:
             admit_admin(flow)
             return
         if keys and self.keys is not None and (client := self.keys.find(keys)) is not None:
-            self._client(flow, client)
+            await self._client(flow, client)
             return
         mode = config.proxy.effective_auth_mode
         if mode == "off" and config.proxy.auth_mode == "auto" and self.keys is not None and self.keys.defined():
@@ -92,7 +92,7 @@ class ClientAuth:
         flow.response = answers.error(protocol, 401, message, kind="auth")
         flow.metadata["switchyard.outcome"] = "unauthorized"
 
-    def _client(self, flow: http.HTTPFlow, key: ClientKey) -> None:
+    async def _client(self, flow: http.HTTPFlow, key: ClientKey) -> None:
         """A client key: known, so its label goes on the flow; then expiry, the model API
         only, and its limits, each refused in the caller's protocol."""
         assert self.keys is not None
@@ -109,5 +109,5 @@ class ClientAuth:
             flow.response = answers.error(
                 protocol, 403, f"client keys reach only the model API; {path} needs the admin key", kind="forbidden"
             )
-        elif route.operation not in UNCOUNTED and (refusal := self.keys.admit(key)) is not None:
+        elif route.operation not in UNCOUNTED and (refusal := await self.keys.admit(key)) is not None:
             flow.response = answers.error(protocol, 429, refusal.message, kind="rate_limit", retry_after=refusal.retry_after)

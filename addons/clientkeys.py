@@ -16,9 +16,11 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from pool import rates, usagedb
+from pool.shared import Shared
 from pool.keys import ClientKey, KeysError, KeyStore
 
 from . import trace
+from .cluster import Cluster
 from .settings import Settings
 
 log = logging.getLogger("switchyard")
@@ -54,10 +56,17 @@ def admit_admin(flow: http.HTTPFlow) -> None:
 
 
 class ClientKeys:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, cluster: Cluster | None = None) -> None:
         self.settings = settings
+        self.cluster = cluster
         self.store: KeyStore | None = None
         self.rates = rates.Rates()
+
+    @property
+    def shared(self) -> Shared | None:
+        """The store the replicas share, while it is reachable: the counters live there."""
+        store = self.cluster.store if self.cluster is not None else None
+        return store if store is not None and store.active else None
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -86,8 +95,12 @@ class ClientKeys:
         except Exception as e:  # a broken ledger must not stop the gateway; limits start afresh
             log.warning("today's usage of the client keys could not be read from the ledger: %s", e)
             spent = {}
+        now = self.rates.clock()
+        day = (rates.day_start(now), rates.next_day(now))
         for key_id, (_, tokens) in spent.items():
             self.rates.seed_day(key_id, tokens)
+            if self.cluster is not None:
+                self.cluster.store.seed_day(key_id, tokens, day)
 
     # --- what ClientAuth asks ------------------------------------------------------------------
     def _fresh(self) -> KeyStore | None:
@@ -112,10 +125,25 @@ class ClientKeys:
                 return record
         return None
 
-    def admit(self, key: ClientKey) -> rates.Refusal | None:
+    async def admit(self, key: ClientKey) -> rates.Refusal | None:
+        """Counts the request against the key's limits: across replicas while the shared store
+        is reachable, else in this process."""
+        shared = self.shared
+        if shared is not None and (key.rpm or key.tpm or key.daily_tokens):
+            now = self.rates.clock()
+            limits = (key.rpm or 0, key.tpm or 0, key.daily_tokens or 0)
+            found = await shared.admit(key.id, limits, self.rates.window, now, (rates.day_start(now), rates.next_day(now)))
+            if found is None:
+                return None
+            if found is not False:
+                return self.rates.refusal(key, *found)
         return self.rates.admit(key)
 
     # --- a Monitor sink --------------------------------------------------------------------------
     def observe(self, flow: http.HTTPFlow, t: trace.Trace) -> None:
         if t.key_id and t.key_id != ADMIN and t.usage is not None:
-            self.rates.spend(t.key_id, t.usage.input_tokens + t.usage.output_tokens)
+            tokens = t.usage.input_tokens + t.usage.output_tokens
+            self.rates.spend(t.key_id, tokens)
+            if (shared := self.shared) is not None and tokens > 0:
+                now = self.rates.clock()
+                shared.spend(t.key_id, tokens, now, (rates.day_start(now), rates.next_day(now)))

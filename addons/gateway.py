@@ -31,7 +31,9 @@ from pool.upstreams import COUNTS_TOKENS
 
 from . import answers, background, bodies, estimate, routes, search, streaming, trace
 from .clientkeys import Client, client_of
+from .cluster import Cluster
 from .conversations import ResponseHistory
+from .recall import Recall
 from .relay import TOKEN_HEADER, Relay
 from .session import session_key
 from .settings import Settings
@@ -52,11 +54,13 @@ OperationHandler = Callable[["Gateway", http.HTTPFlow, routes.Route, dict[str, s
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, cluster: Cluster | None = None) -> None:
         self.settings = settings
+        self.cluster = cluster or Cluster(settings)
         self.relay = Relay()
         self.signatures = SignatureCache()
         self.history = ResponseHistory()
+        self.recall = Recall(lambda: self.cluster.store, self.history, self.signatures)
         self.transport: Transport | None = None
         self.pool: Pool | None = None
         self.dispatcher: Dispatcher | None = None
@@ -69,7 +73,7 @@ class Gateway:
         if config is None or self.pool is not None:
             return
         self.transport = Transport(proxy=config.network.proxy or None)
-        self.pool = Pool(config, self.settings.home, self.transport)
+        self.pool = Pool(config, self.settings.home, self.transport, self.cluster.store)
         self.dispatcher = Dispatcher(self.pool)
         loop = asyncio.get_running_loop()
         loop.create_task(self.relay.start())
@@ -118,6 +122,7 @@ class Gateway:
         # What the request taught the pool (cooldowns, errors, quota) is on disk before the caller
         # hears of it, so `switchyard accounts list` right after shows it; a no-op when nothing changed.
         await self.pool.flush()
+        await self.cluster.store.settle()  # with replicas: this turn's history is shared before the caller has it
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None and TOKEN_HEADER in flow.request.headers:
@@ -132,7 +137,7 @@ class Gateway:
     async def _handle(self, flow: http.HTTPFlow, route: routes.Route, headers: dict[str, str], t: trace.Trace) -> None:
         match route.operation:
             case "health":
-                flow.response = answers.json_response(200, {"status": "ok", "version": VERSION})
+                flow.response = answers.json_response(200, {"status": "ok", "version": VERSION, **self.cluster.health()})
                 t.outcome = "local"
             case "models":
                 await self._models(flow, route)
@@ -238,7 +243,10 @@ class Gateway:
 
     async def _generate(self, flow: http.HTTPFlow, route: routes.Route, headers: dict[str, str], t: trace.Trace) -> None:
         assert self.pool is not None
+        if route.protocol == "openai_responses" and self.cluster.store.active:  # another replica's turn?
+            await self.recall.conversation(self._json_body(flow).get("previous_response_id"))
         body, request = self._decode(flow, route)
+        await self.recall.known_signatures(request)
         self.signatures.restore(request)
         model = search.searching_model(self.pool, request, await self._route_model(request.model))
         t.requested_model, t.stream = request.model, request.stream
@@ -442,9 +450,12 @@ class Gateway:
     def _remember(self, route: routes.Route, exchange: Exchange, request: c.Request, answer: c.Response) -> None:
         """Keeps what the caller cannot carry to the next turn: signatures (of the model's
         family), Responses history."""
-        self.signatures.remember(answer.parts, model_family(exchange.model, exchange.dialect))
-        if route.protocol == "openai_responses":
-            self.history.put(answer.id, openai_responses.to_history(request, answer))
+        family = model_family(exchange.model, exchange.dialect)
+        self.signatures.remember(answer.parts, family)
+        history = openai_responses.to_history(request, answer) if route.protocol == "openai_responses" else None
+        if history is not None:
+            self.history.put(answer.id, history)
+        self.recall.remembered(answer.parts, family, answer.id, history)
 
     @staticmethod
     def _new_id(route: routes.Route) -> str:

@@ -11,6 +11,7 @@ if _root not in sys.path:
 from addons import embeddings, images  # noqa: E402
 from addons.auth import ClientAuth  # noqa: E402
 from addons.clientkeys import ClientKeys  # noqa: E402
+from addons.cluster import Cluster  # noqa: E402
 from addons.debug import Debug, holdings  # noqa: E402
 from addons.dashboard import Dashboard  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
@@ -22,17 +23,18 @@ from addons.settings import Settings  # noqa: E402
 from addons.usage import UsageLedger  # noqa: E402
 
 settings = Settings()
+cluster = Cluster(settings)
 
-gateway = Gateway(settings)
+gateway = Gateway(settings, cluster)
 gateway.operations.update(images.OPERATIONS)
 gateway.operations.update(embeddings.OPERATIONS)
 metrics = Metrics(lambda: gateway.pool)
 ledger = UsageLedger(settings)
 debug = Debug(settings, lambda: holdings(gateway.pool, gateway.relay))
-keys = ClientKeys(settings)
+keys = ClientKeys(settings, cluster)
 dashboard = Dashboard(settings, gateway)
 
 addons = [
-    settings, Quiet(), ClientLimits(settings), BrowserGuard(settings), debug, keys, ClientAuth(settings, keys),
+    settings, cluster, Quiet(), ClientLimits(settings), BrowserGuard(settings), debug, keys, ClientAuth(settings, keys),
     metrics, dashboard, gateway, ledger, Monitor(ledger, metrics, keys, dashboard.live), FlowCap(settings), WebColumns(),
 ]

@@ -99,6 +99,48 @@ class SignatureCache:
                     if (known := self._by_thought.get(_thought_key(part.text))) is not None:
                         part.signature = known[0]
 
+    # --- sharing with other replicas (addons/recall.py) ---------------------------------------------
+    SPACES = ("sig-call", "sig-thought", "sig-origin")
+
+    def _maps(self) -> dict[str, _Bounded]:
+        return {"sig-call": self._by_call, "sig-thought": self._by_thought, "sig-origin": self._origin}
+
+    def unknown(self, request: c.Request) -> dict[str, list[str]]:
+        """The keys this request looks up (`restore`, `family`) that this replica never saw."""
+        wanted: dict[str, set[str]] = {space: set() for space in self.SPACES}
+        for message in request.messages:
+            for part in message.parts:
+                signature = getattr(part, "signature", None)
+                if signature:
+                    wanted["sig-origin"].add(_signature_key(signature))
+                elif message.role == "assistant" and isinstance(part, c.ToolCall):
+                    wanted["sig-call"].add(part.id)
+                elif message.role == "assistant" and isinstance(part, c.Thinking) and part.text:
+                    wanted["sig-thought"].add(_thought_key(part.text))
+        maps = self._maps()
+        return {space: [k for k in keys if k not in maps[space]] for space, keys in wanted.items() if keys}
+
+    def learn(self, space: str, found: dict[str, tuple[str, str]]) -> None:
+        target = self._maps()[space]
+        for key, value in found.items():
+            target.put(key, value)
+            if space != "sig-origin":  # a restored signature's family is known with it
+                self._origin.put(_signature_key(value[0]), (value[1], ""))
+
+    def entries(self, parts: list[c.Part], family: str) -> dict[str, dict[str, tuple[str, str]]]:
+        """What `remember` notes for these parts, by space: for the other replicas."""
+        out: dict[str, dict[str, tuple[str, str]]] = {space: {} for space in self.SPACES}
+        for part in parts:
+            signature = getattr(part, "signature", None)
+            if not signature:
+                continue
+            out["sig-origin"][_signature_key(signature)] = (family, "")
+            if isinstance(part, c.ToolCall):
+                out["sig-call"][part.id] = (signature, family)
+            elif isinstance(part, c.Thinking) and part.text:
+                out["sig-thought"][_thought_key(part.text)] = (signature, family)
+        return {space: items for space, items in out.items() if items}
+
     def family(self, signature: str) -> str | None:
         """The family whose model issued `signature`, None when this gateway never saw it."""
         origin = self._origin.get(_signature_key(signature))

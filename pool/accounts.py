@@ -127,11 +127,37 @@ class AccountStore:
         if found is None:
             return [], None
         raw, seen = found
+        return self._parse(raw, str(self.path)), seen
+
+    @staticmethod
+    def _parse(raw: bytes, where: str) -> list[Account]:
         try:
             data = json.loads(raw)
-            return [Account.model_validate(item) for item in data.get("accounts", [])], seen
+            return [Account.model_validate(item) for item in data.get("accounts", [])]
         except (ValueError, AttributeError, TypeError, ValidationError) as e:
-            raise StoreError(f"{self.path}: not a valid accounts file ({type(e).__name__}); fix or remove it") from None
+            raise StoreError(f"{where}: not a valid accounts file ({type(e).__name__}); fix or remove it") from None
+
+    # --- sharing (replicas: the same list in Redis) ---------------------------------------------
+    @property
+    def revision(self) -> Signature | None:
+        """The version of the file the loaded list is (changes with every write)."""
+        return self._seen
+
+    def dump(self) -> bytes:
+        """The loaded list as the file holds it (secrets included: it goes only to the shared store)."""
+        return json.dumps(_document(self._accounts)).encode()
+
+    def replace(self, raw: bytes) -> None:
+        """Takes in a list another replica published, writing it to this host's file."""
+        accounts = self._parse(raw, "the shared accounts list")
+        if self._read() == accounts:  # already this list: the file (and its signature) stays
+            self.load()
+            return
+
+        def change(current: list[Account]) -> None:
+            current[:] = accounts
+
+        self.update(change)
 
     # --- writing ---------------------------------------------------------------------------
     def update(self, change: Callable[[list[Account]], None]) -> list[Account]:
@@ -139,7 +165,7 @@ class AccountStore:
         with locked(self.path):
             accounts = self._read()
             change(accounts)
-            write_json(self.path, {"version": 1, "accounts": [a.model_dump(mode="json") for a in accounts]})
+            write_json(self.path, _document(accounts))
             self._accounts = accounts
             self._seen = signature(self.path)
         return list(accounts)
@@ -176,3 +202,7 @@ class AccountStore:
                 raise StoreError(f"no account with id {account_id!r}")
 
         self.update(change)
+
+
+def _document(accounts: list[Account]) -> dict[str, object]:
+    return {"version": 1, "accounts": [a.model_dump(mode="json") for a in accounts]}

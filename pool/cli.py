@@ -383,6 +383,17 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _in_cluster(args: argparse.Namespace, where: Home) -> int:
+    """With `[cluster] redis_url`, an accounts command changes the list every replica shares."""
+    url = _config(where).cluster.effective_redis_url if args.command == "accounts" else ""
+    if not url:
+        return args.handler(args, where)
+    from .redisstore import mirrored_accounts
+
+    with mirrored_accounts(where, url, lambda line: print(f"switchyard: {line}", file=sys.stderr)):
+        return args.handler(args, where)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     top = parser()
     args, extra = top.parse_known_args(argv)
@@ -391,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif extra:
         top.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        code = args.handler(args, home())
+        code = _in_cluster(args, home())
     except (CliError, ConfigError, StoreError, KeysError, connect.ConnectError) as e:
         print(f"switchyard: {e}", file=sys.stderr)
         code = 1

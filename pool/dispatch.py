@@ -149,6 +149,7 @@ class Dispatcher:
         bodies: dict[tuple[str, str], upstreams.Body] = {}
         last: Verdict | None = None
         sticky_until = time.monotonic() + STICKY_WAIT
+        await self.pool.catch_up(call.session)  # other replicas' news (alone: nothing to do)
         while len(tried) < config.routing.max_attempts and time.monotonic() < deadline:
             selection = self.pool.select(call.model, session=call.session, exclude=tried, kinds=call.kinds, protected=call.protected)
             now = time.monotonic()
@@ -161,8 +162,11 @@ class Dispatcher:
                     continue
                 break
             account = selection.ranked[0]
-            tried.add(account.id)
             lease = self.pool.begin(account, call.model)
+            if not await self.pool.claim(lease):  # another replica holds its last slot or its probe
+                self.pool.release(lease)
+                continue
+            tried.add(account.id)
             try:
                 result = await self._try_account(call, account, lease, bodies, attempts, deadline)
             except BaseException:

@@ -31,6 +31,8 @@ from .accounts import Account, AccountStore, Kind
 from .config import Config
 from .health import ErrorClass, Verdict
 from .paths import Home
+from .replicas import POLL, Replicas
+from .shared import Claim, Shared
 from .transport import Transport
 from .state import ACCOUNT_SCOPE, AccountState, Cooldown, LastError, Session, State, StateFile
 
@@ -71,12 +73,14 @@ class Lease:
     started: float = field(default_factory=time.monotonic)
     probe: str | None = None  # the cooldown key this request probes
     released: bool = False
+    claim: Claim | None = None  # its hold in the shared store, when it took one
 
 
 class Pool:
-    def __init__(self, config: Config, home: Home, transport: Transport) -> None:
+    def __init__(self, config: Config, home: Home, transport: Transport, shared: Shared | None = None) -> None:
         self.config = config
         self.transport = transport
+        self.shared = shared or Shared()
         self.store = AccountStore(home.accounts_file)
         self.state_file = StateFile(home.state_file)
         self.state: State = self.state_file.load()
@@ -100,6 +104,7 @@ class Pool:
             "cache_first": self._balance,
             "performance_first": self._performance,
         }
+        self.replicas = Replicas(self, self.shared)  # after the state: it reads it on (re)connect
 
     def reconfigure(self, config: Config) -> None:
         """New settings (the dashboard's Settings page): scheduling, sticky TTL, attempts, quota
@@ -247,7 +252,7 @@ class Pool:
                 selection.cooling_for.add(cooldown.error_class)
                 if selection.earliest is None or cooldown.until < selection.earliest:
                     selection.earliest = cooldown.until
-            elif self._probe_in_flight(state, model) or self._full(account):
+            elif self._probe_in_flight(state, model) or self._full(account) or self.replicas.held(account.id):
                 busy.append(account)
             else:
                 selection.ranked.append(account)
@@ -274,7 +279,10 @@ class Pool:
         return bound.account_id if bound is not None and bound.expires_at > now else None
 
     def _full(self, account: Account) -> bool:
-        return account.max_concurrent is not None and self.in_flight(account.id) >= account.max_concurrent
+        return (
+            account.max_concurrent is not None
+            and self.in_flight(account.id) + self.replicas.elsewhere(account.id) >= account.max_concurrent
+        )
 
     def _tier(self, account: Account, model: str) -> tuple[bool, int]:
         """Quota-protected accounts last, then by priority: the mode orders within a tier."""
@@ -326,10 +334,13 @@ class Pool:
         """Waits until some request releases its account (max_concurrent, probes), or `timeout`."""
         if self._slot_freed is None:
             self._slot_freed = asyncio.Event()
+        shared = self.shared.active  # a slot another replica frees shows only in its news
         try:
-            await asyncio.wait_for(self._slot_freed.wait(), max(timeout, 0.0))
+            await asyncio.wait_for(self._slot_freed.wait(), max(min(timeout, POLL) if shared else timeout, 0.0))
         except TimeoutError:
             pass
+        if shared:
+            await self.replicas.catch_up()
 
     # --- leases and outcomes ---------------------------------------------------------------------
     def begin(self, account: Account, model: str) -> Lease:
@@ -349,6 +360,16 @@ class Pool:
         self._recent[account.id] = (self._recent_load(account.id, started) + 1, started)
         return lease
 
+    async def claim(self, lease: Lease) -> bool:
+        """With other replicas: the account's shared slot (max_concurrent) and probe for this
+        lease; False when another replica holds them (the caller releases and picks again)."""
+        return await self.replicas.claim(lease)
+
+    async def catch_up(self, session: str | None = None) -> None:
+        """With other replicas: what they changed (cooldowns, quota, tokens, the session's
+        account, their leases), before choosing."""
+        await self.replicas.catch_up(session)
+
     def answered(self, lease: Lease) -> None:
         """The upstream sent a good status: time to first byte, for `performance_first`."""
         elapsed = time.monotonic() - lease.started
@@ -361,6 +382,8 @@ class Pool:
         lease.released = True
         account_id = lease.account.id
         self._in_flight[account_id] = max(self.in_flight(account_id) - 1, 0)
+        if lease.claim is not None:
+            self.replicas.release(lease)
         if lease.probe is not None and (cd := self.state.of(account_id).cooldowns.get(lease.probe)) is not None:
             cd.probing = False
         if self._slot_freed is not None:
@@ -385,9 +408,10 @@ class Pool:
         not rewrite the file on every turn: only a new binding, or an expiry a minute on."""
         expires_at = time.time() + self.config.routing.sticky_ttl
         bound = self.state.sessions.get(session)
-        self.state.sessions[session] = Session(account_id=account_id, expires_at=expires_at)
+        self.state.sessions[session] = binding = Session(account_id=account_id, expires_at=expires_at)
         if bound is None or bound.account_id != account_id or expires_at - bound.expires_at > SESSION_SLACK:
             self._dirty = True
+            self.replicas.bound(session, binding)
 
     def fail(self, lease: Lease, verdict: Verdict) -> None:
         self.penalize(lease.account, lease.model, verdict)
@@ -416,6 +440,19 @@ class Pool:
             if verdict.error_class is ErrorClass.QUOTA_EXHAUSTED and verdict.retry_after is None:
                 self._quota_due[account.id] = 0.0  # no reset time given: fetchAvailableModels has it
         self._touch(state, urgent=True)
+
+    def adopt(self, account_id: str, record: AccountState, previous: AccountState | None) -> None:
+        """Another replica's newer record of an account replaces this one's."""
+        self.state.accounts[account_id] = record
+        if previous is None or previous.quota_fetched_at != record.quota_fetched_at:
+            self._routes.clear()
+            if record.quota_fetched_at:
+                self._quota_due[account_id] = record.quota_fetched_at + self._quota_interval()
+        self._dirty = True
+
+    def accounts_changed(self) -> None:
+        """The accounts list was replaced (the shared one came in)."""
+        self._routes.clear()
 
     def disable(self, account: Account, reason: str) -> None:
         self._routes.clear()
@@ -449,15 +486,22 @@ class Pool:
             fresh = state.access_token is not None and state.access_expires_at - REFRESH_MARGIN > time.time()
             if fresh and not (force and state.access_token == stale):
                 return state.access_token  # type: ignore[return-value]
-            upstream = self.config.upstreams.antigravity
-            client_id, client_secret = upstream.oauth_client
-            token = await google.refresh_token(self.transport_for(account), upstream.token_url, client_id, client_secret, account.secret)
-            state.access_token = token.access_token
-            state.access_expires_at = token.expires_at
+            refused = state.access_token if force and state.access_token == stale else None
+            token, expires_at = await self.shared.token(account.id, refused, REFRESH_MARGIN, lambda: self._refresh_token(account))
+            state = self.state.of(account.id)
+            state.access_token = token
+            state.access_expires_at = expires_at
             self._touch(state)
-            if token.refresh_token and token.refresh_token != account.secret:
-                self.store.modify(account.id, secret=token.refresh_token)
-            return token.access_token
+            return token
+
+    async def _refresh_token(self, account: Account) -> tuple[str, float]:
+        """One OAuth refresh (with other replicas: one for all of them, see `Shared.token`)."""
+        upstream = self.config.upstreams.antigravity
+        client_id, client_secret = upstream.oauth_client
+        token = await google.refresh_token(self.transport_for(account), upstream.token_url, client_id, client_secret, account.secret)
+        if token.refresh_token and token.refresh_token != account.secret:
+            self.store.modify(account.id, secret=token.refresh_token)
+        return token.access_token, token.expires_at
 
     def token_source(self, account: Account) -> google.TokenSource:
         """The account's access tokens, for calls that renew them on a 401."""
@@ -615,6 +659,7 @@ class Pool:
         """Writes a change the user would look for (a cooldown, an error, new quota) now, so
         `switchyard accounts list` run right after a request shows its effect. Requests that
         change nothing of that kind cost nothing here."""
+        await self.replicas.push()  # with other replicas: they know before the caller hears
         for _ in range(2):  # a second round when the CLI wrote meanwhile: merge, then write
             if not self._urgent:
                 return
@@ -632,6 +677,7 @@ class Pool:
         while True:
             try:
                 self.sync()
+                await self.replicas.tick()
                 await self.persist()
                 self.refresh_quotas_due()
             except Exception:

@@ -107,6 +107,16 @@ class Rates:
             usage.day, usage.day_end, usage.day_tokens = day_start(now), next_day(now), 0
         return usage
 
+    def refusal(self, key: ClientKey, limit: str, wait: float) -> Refusal:
+        """The refusal for `limit` of `key`, as `admit` words it (the shared counters answer
+        with the limit and the wait only)."""
+        messages = {
+            "rpm": f"this key's limit of {key.rpm} requests per minute is reached",
+            "tpm": f"this key's limit of {key.tpm} tokens per minute is reached",
+            "daily_tokens": f"this key's limit of {key.daily_tokens} tokens per day is reached; it resets at midnight",
+        }
+        return self._refuse(limit, wait, messages[limit])
+
     @staticmethod
     def _refuse(limit: str, wait: float, message: str) -> Refusal:
         seconds = max(math.ceil(wait), 1)
