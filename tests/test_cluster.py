@@ -86,11 +86,10 @@ def test_the_cli_on_one_home_changes_both_gateways(pair):
     [account] = add_shared(a, b, *emails(1))
     assert listed(b)[account]["enabled"]
     a.cli("accounts", "disable", account)
-    wait_until(lambda: not listed(b)[account]["enabled"], 20)
-    assert not listed(a)[account]["enabled"]
+    wait_until(lambda: not listed(b)[account]["enabled"] and not listed(a)[account]["enabled"], 20)
     # And from the other home back.
     b.cli("accounts", "enable", account)
-    wait_until(lambda: listed(a)[account]["enabled"], 20)
+    wait_until(lambda: listed(a)[account]["enabled"] and listed(b)[account]["enabled"], 20)
 
 
 def test_one_token_refresh_for_both_and_a_cooldown_on_one_is_skipped_by_the_other(pair, sim):
