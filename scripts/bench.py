@@ -9,7 +9,8 @@ time to the first content chunk and requests per second for:
       `stream_large_bodies=1` so that it streams every body as Switchyard streams a stream,
   (c) Switchyard (`switchyard run -q`): OpenAI chat in, a Google account out, whole answers,
       and streams (time to the first content chunk and to the end),
-at concurrency 1 and 16, prints a table, then the ratios the gateway is judged by: its added p50
+at concurrency 1 and 16 (with the CPU time per request of the process that served each row),
+prints a table, then the ratios the gateway is judged by: its added p50
 over bare mitmdump's (whole answers; a stream's first chunk) at c=1, and its requests per second
 against bare mitmdump's at c=16. The client is a minimal keep-alive HTTP/1.1 client on asyncio,
 so its own cost stays small and equal for all rows. Numbers on a 2-core machine are noisy:
@@ -96,6 +97,7 @@ class Result:
     first: list[float]
     total: list[float]
     seconds: float
+    cpu: float | None = None  # CPU seconds the serving process spent on the measured requests
 
     @staticmethod
     def pct(values: list[float], q: float) -> float:
@@ -110,10 +112,23 @@ class Result:
         return (
             f"{self.name:34} {self.concurrency:>3}  p50 {self.pct(self.total, 0.5):7.2f} ms  p99 {self.pct(self.total, 0.99):7.2f} ms"
             f"  first p50 {self.pct(self.first, 0.5):7.2f} ms  {self.rps:7.0f} req/s"
+            + (f"  cpu {self.cpu / len(self.total) * 1000:5.2f} ms/req" if self.cpu is not None else "")
         )
 
 
-async def measure(name: str, port: int, path: str, body: bytes, headers: dict[str, str], concurrency: int, count: int) -> Result:
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of a process so far (Linux), or None where /proc cannot tell."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    name: str, port: int, path: str, body: bytes, headers: dict[str, str], concurrency: int, count: int,
+    pid: int | None = None,
+) -> Result:
     connections = [await Connection.open(port) for _ in range(concurrency)]
     for conn in connections:  # warm-up
         for _ in range(5):
@@ -128,12 +143,12 @@ async def measure(name: str, port: int, path: str, body: bytes, headers: dict[st
             first.append(f)
             total.append(t)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds(pid)
     await asyncio.gather(*(worker(c) for c in connections))
-    seconds = time.perf_counter() - start
+    seconds, cpu_end = time.perf_counter() - start, cpu_seconds(pid)
     for conn in connections:
         conn.close()
-    return Result(name, concurrency, first, total, seconds)
+    return Result(name, concurrency, first, total, seconds, None if cpu is None or cpu_end is None else cpu_end - cpu)
 
 
 # --- the parts ---------------------------------------------------------------------------------
@@ -212,8 +227,9 @@ def main() -> int:
 
             mitm_port = free_port()
             # Bare mitmdump streams every body (any size over 1 byte), as Switchyard streams a stream.
-            procs.append(spawn([str(BIN / "mitmdump"), "-q", "--mode", f"reverse:{sim}@127.0.0.1:{mitm_port}",
-                                "--set", "stream_large_bodies=1"]))
+            bare = spawn([str(BIN / "mitmdump"), "-q", "--mode", f"reverse:{sim}@127.0.0.1:{mitm_port}",
+                          "--set", "stream_large_bodies=1"])
+            procs.append(bare)
 
             gw_port = free_port()
             api_key = "sk-bench-" + os.urandom(6).hex()
@@ -239,12 +255,12 @@ def main() -> int:
             gw_headers = {"authorization": f"Bearer {api_key}", "content-type": "application/json"}
             whole_path, stream_path = "/v1internal:generateContent", "/v1internal:streamGenerateContent?alt=sse"
             rows = [
-                (f"{UPSTREAM}, whole", sim_port, whole_path, envelope, direct_headers),
-                (f"{UPSTREAM}, stream", sim_port, stream_path, envelope, direct_headers),
-                (f"{BARE}, whole", mitm_port, whole_path, envelope, direct_headers),
-                (f"{BARE}, stream", mitm_port, stream_path, envelope, direct_headers),
-                (f"{WHOLE}, whole", gw_port, "/v1/chat/completions", chat, gw_headers),
-                (f"{WHOLE}, {STREAM}", gw_port, "/v1/chat/completions", stream, gw_headers),
+                (f"{UPSTREAM}, whole", sim_port, whole_path, envelope, direct_headers, sim_proc.pid),
+                (f"{UPSTREAM}, stream", sim_port, stream_path, envelope, direct_headers, sim_proc.pid),
+                (f"{BARE}, whole", mitm_port, whole_path, envelope, direct_headers, bare.pid),
+                (f"{BARE}, stream", mitm_port, stream_path, envelope, direct_headers, bare.pid),
+                (f"{WHOLE}, whole", gw_port, "/v1/chat/completions", chat, gw_headers, gateway.pid),
+                (f"{WHOLE}, {STREAM}", gw_port, "/v1/chat/completions", stream, gw_headers, gateway.pid),
             ]
             runs: list[dict[str, float]] = []
             for run in range(args.runs):
@@ -252,8 +268,8 @@ def main() -> int:
                     print(f"run {run + 1} of {args.runs}")
                 results: list[Result] = []
                 for concurrency in (1, 16):
-                    for name, port, path, body, headers in rows:
-                        results.append(asyncio.run(measure(name, port, path, body, headers, concurrency, count)))
+                    for name, port, path, body, headers, pid in rows:
+                        results.append(asyncio.run(measure(name, port, path, body, headers, concurrency, count, pid)))
                         print(results[-1].row(), flush=True)
                 runs.append(ratios(results))
                 print()
