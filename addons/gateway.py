@@ -2,8 +2,8 @@
 
 The `request` hook does all the deciding: it reads the caller's protocol, picks accounts and
 rotates among them until one answers well — all before the caller gets a byte. A whole answer
-is translated here and set as the flow's response; a stream is parked in the relay and the flow
-is pointed there, so mitmproxy streams it to the caller event by event.
+is translated here and set as the flow's response; a stream's response is set here too, with
+its body attached (`direct`), so mitmproxy streams it to the caller event by event.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from pool.pool import Pool
 from pool.transport import Transport, TransportError
 from pool.upstreams import COUNTS_TOKENS
 
-from . import answers, background, estimate, routes, search, streaming, trace
+from . import answers, background, direct, estimate, routes, search, streaming, trace
 from .clientkeys import Client, client_of
 from .conversations import ResponseHistory
-from .relay import TOKEN_HEADER, Relay
 from .session import session_key
 from .settings import Settings
 from .signatures import SignatureCache, model_family
@@ -53,7 +52,6 @@ OperationHandler = Callable[["Gateway", http.HTTPFlow, routes.Route, dict[str, s
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.relay = Relay()
         self.signatures = SignatureCache()
         self.history = ResponseHistory()
         self.transport: Transport | None = None
@@ -70,16 +68,13 @@ class Gateway:
         self.transport = Transport(proxy=config.network.proxy or None)
         self.pool = Pool(config, self.settings.home, self.transport)
         self.dispatcher = Dispatcher(self.pool)
-        loop = asyncio.get_running_loop()
-        loop.create_task(self.relay.start())
-        self._housekeeping = loop.create_task(self.pool.run())
+        self._housekeeping = asyncio.get_running_loop().create_task(self.pool.run())
         enabled = sum(a.enabled for a in self.pool.accounts)
         log.info("switchyard %s: %d accounts (%d enabled), data in %s", VERSION, len(self.pool.accounts), enabled, self.settings.home.data_dir)
 
     def done(self) -> None:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-        self.relay.close()
         if self.pool is not None:
             try:
                 self.pool.save()
@@ -118,14 +113,8 @@ class Gateway:
         # hears of it, so `switchyard accounts list` right after shows it; a no-op when nothing changed.
         await self.pool.flush()
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None and TOKEN_HEADER in flow.request.headers:
-            flow.response.stream = True
-
     def error(self, flow: http.HTTPFlow) -> None:
-        token = flow.request.headers.get(TOKEN_HEADER)
-        if token:
-            self.relay.discard(token)
+        direct.discard(flow)
 
     # --- routing -------------------------------------------------------------------------------
     async def _handle(self, flow: http.HTTPFlow, route: routes.Route, headers: dict[str, str], t: trace.Trace) -> None:
@@ -357,7 +346,7 @@ class Gateway:
             await exchange.response.aclose()
 
     async def _stream(self, flow: http.HTTPFlow, route: routes.Route, request: c.Request, chain: Chain, t: trace.Trace) -> None:
-        """Waits for the first real event of an upstream stream, then parks the rest in the relay."""
+        """Waits for the first real event of an upstream stream, then streams the rest to the caller."""
         assert self.dispatcher is not None
         call = chain.call
         while True:
@@ -370,20 +359,17 @@ class Gateway:
             await exchange.response.aclose()
             self.dispatcher.reject(exchange, start)
         try:
-            token = self._park(route, request, call, t, exchange, decoder, start)
+            await self._answer_stream(flow, route, request, call, t, exchange, decoder, start)
         except BaseException:
             self.dispatcher.finish(exchange, session=call.session)
             await exchange.response.aclose()
             raise
         t.status = 200
         t.first_byte = time.monotonic() - t.started
-        flow.request.scheme = "http"
-        flow.request.host = "127.0.0.1"
-        flow.request.port = self.relay.port
-        flow.request.headers[TOKEN_HEADER] = token
 
-    def _park(
+    async def _answer_stream(
         self,
+        flow: http.HTTPFlow,
         route: routes.Route,
         request: c.Request,
         call: Call,
@@ -391,8 +377,8 @@ class Gateway:
         exchange: Exchange,
         decoder: StreamDecoder,
         start: streaming.Prefetched,
-    ) -> str:
-        """Puts the caller's stream in the relay; the returned token lets the flow claim it."""
+    ) -> None:
+        """Sets the caller's stream as the flow's response."""
         assert self.dispatcher is not None
         dispatcher = self.dispatcher
         response_id = self._new_id(route)
@@ -426,7 +412,7 @@ class Gateway:
         headers = [("content-type", caller.stream_content_type if sse else "application/json"), ("cache-control", "no-cache")]
         headers += list(self._served_by(exchange, t).items())
         body = streaming.body(exchange, decoder, output, start, observe, done)
-        return self.relay.park(200, headers, body, abandon)
+        await direct.answer(flow, 200, headers, body, abandon)
 
     def _stream_output(self, route: routes.Route, request: c.Request, exchange: Exchange, response_id: str) -> streaming.Output:
         caller: Any = registry.CALLERS[route.protocol]

@@ -16,7 +16,6 @@ from .clientkeys import client_of
 from pool.config import PLACEHOLDER_TARGET
 
 from .guard import CALLER_HOST
-from .relay import TOKEN_HEADER
 from .settings import Settings
 
 log = logging.getLogger("switchyard.requests")
@@ -103,9 +102,7 @@ def _refused(flow: http.HTTPFlow) -> trace.Trace | None:
 
 def _as_the_caller_sent_it(flow: http.HTTPFlow) -> None:
     """mitmweb and saved flows show the address and Host the caller used, not the reverse
-    placeholder or the relay a stream was pointed at (the request has been sent: this changes
-    only the record)."""
-    flow.request.headers.pop(TOKEN_HEADER, None)
+    placeholder (the request has been answered: this changes only the record)."""
     if flow.client_conn.sockname:
         host, port = flow.client_conn.sockname[:2]
         flow.request.scheme, flow.request.host, flow.request.port = "http", host, port

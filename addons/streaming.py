@@ -1,4 +1,4 @@
-"""A caller's stream, made from an upstream's: what the relay replays, chunk by chunk.
+"""A caller's stream, made from an upstream's: what mitmproxy sends the caller, chunk by chunk.
 
 Upstream bytes are decoded into canonical events as they arrive (for usage, thought signatures
 and errors) and rendered for the caller either from those events (`Translated`) or, when both
