@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +45,8 @@ Body = AsyncIterator[bytes]
 @dataclass(slots=True)
 class Source:
     body: Body
-    # Called when the body never started (the flow failed first): a body that never started
-    # cannot clean up after itself (its `finally` never runs), so whoever made it is told.
-    abandon: Callable[[], None] | None = None
+    first: bytes  # the body's first chunk, read before the response was set: it goes with the headers
+    broken: bool = False  # the body failed before its first chunk
     task: asyncio.Task | None = None
 
 
@@ -82,36 +81,37 @@ def streaming() -> int:
     return len(_waiting) + len(_running)
 
 
-async def answer(
-    flow: http.HTTPFlow,
-    status: int,
-    headers: list[tuple[str, str]],
-    body: Body,
-    abandon: Callable[[], None] | None = None,
-) -> None:
-    """Sets the flow's response; its body streams to the caller as `body` yields it. Where the
-    flow has no live connection (a flow made by a test or a script) the body is read here."""
+async def answer(flow: http.HTTPFlow, status: int, headers: list[tuple[str, str]], body: Body) -> None:
+    """Sets the flow's response; its body streams to the caller as `body` yields it. The first
+    chunk is read here and goes out with the headers, so the body has started: closing it (when
+    the flow fails or the caller leaves) runs its own clean-up. Where the flow has no live
+    connection (a flow made by a test or a script) the whole body is read here."""
     fields = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
     response = http.Response.make(status, b"", http.Headers(fields))
     response.headers.pop("content-length", None)
+    broken = False
+    try:
+        first = await anext(body)
+    except StopAsyncIteration:  # an empty body: an empty answer
+        response.content = b""
+        flow.response = response
+        return
+    except Exception:
+        log.exception("an answer failed before its first chunk")
+        first, broken = b"", True
     if _handler(flow) is None:
-        response.content = b"".join([chunk async for chunk in body])
+        response.content = first + b"".join([chunk async for chunk in body])
         flow.response = response
         return
     response.headers["transfer-encoding"] = "chunked"
     flow.response = response
-    _waiting[flow] = Source(body, abandon)
+    _waiting[flow] = Source(body, first, broken)
 
 
 def discard(flow: http.HTTPFlow) -> None:
     """The flow failed or its caller left: stop its body, so its upstream is released."""
     source = _waiting.pop(flow, None)
     if source is not None:
-        if source.abandon is not None:
-            try:
-                source.abandon()
-            except Exception:
-                log.exception("cleaning up an answer that never started failed")
         _close_later(source.body)
         return
     source = _running.pop(flow, None)
@@ -129,9 +129,9 @@ def _handler(flow: http.HTTPFlow) -> Any:
 async def _pump(handler: Any, flow: http.HTTPFlow, stream_id: int, source: Source) -> None:
     """Feeds the body to the flow's HTTP stream, waiting for the caller to take each chunk."""
     body = source.body
-    end = _End(ok=True)
+    end = _End(ok=not source.broken)
     try:
-        async for chunk in body:
+        async for chunk in body if end.ok else _nothing():
             if chunk:
                 await handler.server_event(_Piece(flow, chunk, stream_id))
                 await handler.drain_writers()
@@ -145,6 +145,11 @@ async def _pump(handler: Any, flow: http.HTTPFlow, stream_id: int, source: Sourc
     finally:
         _running.pop(flow, None)
     await handler.server_event(_Piece(flow, end, stream_id))
+
+
+async def _nothing() -> Body:
+    return
+    yield
 
 
 async def _close(body: Body) -> None:
@@ -182,6 +187,8 @@ def _start(self: HttpStream, handler: Any, source: Source) -> layer.CommandGener
     _running[self.flow] = source
     self.server_state = self.state_switchyard_body
     yield SendHttp(ResponseHeaders(self.stream_id, self.flow.response, end_stream=False), self.context.client)
+    if source.first:
+        yield from self.state_stream_response_body(ResponseData(self.stream_id, source.first))
     # A plain task, not mitmproxy's eager one: the body starts once this event is handled.
     source.task = asyncio.Task(_pump(handler, self.flow, self.stream_id, source))
     _pumps.add(source.task)

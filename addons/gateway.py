@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from mitmproxy import http
@@ -359,17 +359,18 @@ class Gateway:
             await exchange.response.aclose()
             self.dispatcher.reject(exchange, start)
         try:
-            await self._answer_stream(flow, route, request, call, t, exchange, decoder, start)
+            headers, body = self._caller_stream(route, request, call, t, exchange, decoder, start)
         except BaseException:
             self.dispatcher.finish(exchange, session=call.session)
             await exchange.response.aclose()
             raise
+        # From here the body cleans up after itself (its `finally`), however the flow ends.
+        await direct.answer(flow, 200, headers, body)
         t.status = 200
         t.first_byte = time.monotonic() - t.started
 
-    async def _answer_stream(
+    def _caller_stream(
         self,
-        flow: http.HTTPFlow,
         route: routes.Route,
         request: c.Request,
         call: Call,
@@ -377,8 +378,8 @@ class Gateway:
         exchange: Exchange,
         decoder: StreamDecoder,
         start: streaming.Prefetched,
-    ) -> None:
-        """Sets the caller's stream as the flow's response."""
+    ) -> tuple[list[tuple[str, str]], AsyncIterator[bytes]]:
+        """The caller's stream: its headers and its body."""
         assert self.dispatcher is not None
         dispatcher = self.dispatcher
         response_id = self._new_id(route)
@@ -402,17 +403,11 @@ class Gateway:
             if assembler.finished:
                 self._remember(route, exchange, request, assembler.response)
 
-        def abandon() -> None:
-            t.outcome, t.ended = "client_closed", time.monotonic()
-            dispatcher.finish(exchange, session=call.session)
-            asyncio.get_running_loop().create_task(exchange.response.aclose())
-
         caller = registry.CALLERS[route.protocol]
         sse = route.sse or route.protocol != "gemini"
         headers = [("content-type", caller.stream_content_type if sse else "application/json"), ("cache-control", "no-cache")]
         headers += list(self._served_by(exchange, t).items())
-        body = streaming.body(exchange, decoder, output, start, observe, done)
-        await direct.answer(flow, 200, headers, body, abandon)
+        return headers, streaming.body(exchange, decoder, output, start, observe, done)
 
     def _stream_output(self, route: routes.Route, request: c.Request, exchange: Exchange, response_id: str) -> streaming.Output:
         caller: Any = registry.CALLERS[route.protocol]
