@@ -26,7 +26,7 @@ log = logging.getLogger("switchyard.ledger")
 SCHEMA_VERSION = 2
 BATCH_MAX = 1000  # rows per transaction at most
 QUEUE_MAX = 100_000  # rows waiting at most; past that new rows are dropped, with a warning
-FLUSH_EVERY = 0.25  # seconds between two writes of what has gathered
+FLUSH_EVERY = 0.1  # seconds between two writes of what has gathered
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
 DAY = 86400.0
 
