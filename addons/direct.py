@@ -6,8 +6,9 @@ this teaches mitmproxy's HTTP stream one more path. A response set in `request` 
 attached here is sent as a stream: its headers at once, then each chunk as the body yields it,
 fed to the flow's own HTTP stream as events, which puts them through mitmproxy's streaming state
 as it does an upstream's (stream callables, `store_streamed_bodies`, the `response` hook at the
-end). No second hop through a loopback server: that cost as much CPU per stream as the rest of
-the gateway. mitmweb shows the flow as usual, and upstream URLs and credentials never enter it.
+end). No second hop through a loopback server (a second connection, request and chunked answer
+through mitmproxy for every stream). mitmweb shows the flow as usual, and upstream URLs and
+credentials never enter it.
 
 The patch is small and checked when this module loads (`_check`): a mitmproxy whose HTTP
 stream looks different fails at start, not per request.
@@ -175,8 +176,8 @@ def _stream_send_response(self: HttpStream, already_streamed: bool = False) -> l
     source = None if already_streamed else _waiting.pop(self.flow, None)
     handler = _handler(self.flow) if source is not None else None
     if source is None or handler is None:
-        if source is not None:  # the connection is gone already
-            _waiting[self.flow] = source
+        if source is not None:  # the caller's connection is gone already: nobody takes the body
+            _close_later(source.body)
         return _send_response(self, already_streamed)
     return _start(self, handler, source)
 
