@@ -1,7 +1,7 @@
 """The dashboard, served by the gateway on its own port: the page under `/ui/` (files from
 `addons/ui/`, no build step) and the JSON admin API under `/api/` (`api.py`), answered in the
-`request` hook before the gateway sees the flow. The live event stream is handed to the relay,
-which streams it like any upstream answer.
+`request` hook before the gateway sees the flow. The live event stream is the flow's response
+with its body attached (`direct`), which mitmproxy streams like any upstream answer.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from mitmproxy import ctx, http
 from pool import usagedb
 from pool.config import Config
 
-from . import api, bodies
+from . import api, bodies, direct
 from .api import Answer, ApiError, Call
 from .gateway import VERSION, Gateway
 from .live import Live
-from .relay import TOKEN_HEADER
 from .settings import Settings
 
 log = logging.getLogger("switchyard.dashboard")
@@ -162,7 +161,7 @@ class Dashboard:
         request = flow.request
         try:
             if path == api.EVENTS and request.method == "GET":
-                self._events(flow)
+                await self._events(flow)
                 return
             found = api.find(request.method, path)
             if found is None:
@@ -179,14 +178,11 @@ class Dashboard:
             answer = Answer(ApiError(500, f"internal error ({type(e).__name__})").body(), status=500)
         flow.response = _response(answer)
 
-    def _events(self, flow: http.HTTPFlow) -> None:
+    async def _events(self, flow: http.HTTPFlow) -> None:
         after = flow.request.query.get("after", "")
         body = self.live.stream(int(after) if after.isdigit() else None)
-        relay = self.gateway.relay
         headers = [("content-type", "text/event-stream; charset=utf-8"), *API_HEADERS.items()]
-        token = relay.park(200, headers, body)
-        flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", relay.port
-        flow.request.headers[TOKEN_HEADER] = token
+        await direct.answer(flow, 200, headers, body)
 
 
 def _body(request: http.Request) -> Any:

@@ -19,9 +19,8 @@ from mitmproxy import http
 
 from pool.pool import Pool
 
-from . import answers
+from . import answers, direct
 from .auth import hide_keys, presented_keys
-from .relay import Relay
 from .settings import Settings
 
 PATH = "/_switchyard/debug"
@@ -46,14 +45,13 @@ class Debug:
         flow.response = answers.json_response(200, {**self.holdings(), **process()})
 
 
-def holdings(pool: Pool | None, relay: Relay) -> dict[str, Any]:
-    """What requests hold: account leases and relay slots."""
+def holdings(pool: Pool | None) -> dict[str, Any]:
+    """What requests hold: account leases and answers being streamed."""
     leases = pool.leases() if pool is not None else {}
     return {
         "leases": leases,
         "leases_total": sum(leases.values()),
-        "relay_parked": relay.parked,
-        "relay_replaying": relay.replaying,
+        "streaming": direct.streaming(),
     }
 
 

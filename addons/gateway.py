@@ -2,8 +2,8 @@
 
 The `request` hook does all the deciding: it reads the caller's protocol, picks accounts and
 rotates among them until one answers well — all before the caller gets a byte. A whole answer
-is translated here and set as the flow's response; a stream is parked in the relay and the flow
-is pointed there, so mitmproxy streams it to the caller event by event.
+is translated here and set as the flow's response; a stream's response is set here too, with
+its body attached (`direct`), so mitmproxy streams it to the caller event by event.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from mitmproxy import http
@@ -29,12 +29,11 @@ from pool.transport import Transport, TransportError
 from pool.config import ProxyConfig
 from pool.upstreams import COUNTS_TOKENS
 
-from . import answers, background, bodies, estimate, routes, search, streaming, trace
+from . import answers, background, bodies, direct, estimate, routes, search, streaming, trace
 from .clientkeys import Client, client_of
 from .cluster import Cluster
 from .conversations import ResponseHistory
 from .recall import Recall
-from .relay import TOKEN_HEADER, Relay
 from .session import session_key
 from .settings import Settings
 from .signatures import SignatureCache, model_family
@@ -57,7 +56,6 @@ class Gateway:
     def __init__(self, settings: Settings, cluster: Cluster | None = None) -> None:
         self.settings = settings
         self.cluster = cluster or Cluster(settings)
-        self.relay = Relay()
         self.signatures = SignatureCache()
         self.history = ResponseHistory()
         self.recall = Recall(lambda: self.cluster.store, self.history, self.signatures)
@@ -75,16 +73,13 @@ class Gateway:
         self.transport = Transport(proxy=config.network.proxy or None)
         self.pool = Pool(config, self.settings.home, self.transport, self.cluster.store)
         self.dispatcher = Dispatcher(self.pool)
-        loop = asyncio.get_running_loop()
-        loop.create_task(self.relay.start())
-        self._housekeeping = loop.create_task(self.pool.run())
+        self._housekeeping = asyncio.get_running_loop().create_task(self.pool.run())
         enabled = sum(a.enabled for a in self.pool.accounts)
         log.info("switchyard %s: %d accounts (%d enabled), data in %s", VERSION, len(self.pool.accounts), enabled, self.settings.home.data_dir)
 
     def done(self) -> None:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-        self.relay.close()
         if self.pool is not None:
             try:
                 self.pool.save()
@@ -124,14 +119,8 @@ class Gateway:
         await self.pool.flush()
         await self.cluster.store.settle()  # with replicas: this turn's history is shared before the caller has it
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None and TOKEN_HEADER in flow.request.headers:
-            flow.response.stream = True
-
     def error(self, flow: http.HTTPFlow) -> None:
-        token = flow.request.headers.get(TOKEN_HEADER)
-        if token:
-            self.relay.discard(token)
+        direct.discard(flow)
 
     # --- routing -------------------------------------------------------------------------------
     async def _handle(self, flow: http.HTTPFlow, route: routes.Route, headers: dict[str, str], t: trace.Trace) -> None:
@@ -366,7 +355,7 @@ class Gateway:
             await exchange.response.aclose()
 
     async def _stream(self, flow: http.HTTPFlow, route: routes.Route, request: c.Request, chain: Chain, t: trace.Trace) -> None:
-        """Waits for the first real event of an upstream stream, then parks the rest in the relay."""
+        """Waits for the first real event of an upstream stream, then streams the rest to the caller."""
         assert self.dispatcher is not None
         call = chain.call
         while True:
@@ -379,19 +368,17 @@ class Gateway:
             await exchange.response.aclose()
             self.dispatcher.reject(exchange, start)
         try:
-            token = self._park(route, request, call, t, exchange, decoder, start)
+            headers, body = self._caller_stream(route, request, call, t, exchange, decoder, start)
         except BaseException:
             self.dispatcher.finish(exchange, session=call.session)
             await exchange.response.aclose()
             raise
+        # From here the body cleans up after itself (its `finally`), however the flow ends.
+        await direct.answer(flow, 200, headers, body)
         t.status = 200
         t.first_byte = time.monotonic() - t.started
-        flow.request.scheme = "http"
-        flow.request.host = "127.0.0.1"
-        flow.request.port = self.relay.port
-        flow.request.headers[TOKEN_HEADER] = token
 
-    def _park(
+    def _caller_stream(
         self,
         route: routes.Route,
         request: c.Request,
@@ -400,8 +387,8 @@ class Gateway:
         exchange: Exchange,
         decoder: StreamDecoder,
         start: streaming.Prefetched,
-    ) -> str:
-        """Puts the caller's stream in the relay; the returned token lets the flow claim it."""
+    ) -> tuple[list[tuple[str, str]], AsyncIterator[bytes]]:
+        """The caller's stream: its headers and its body."""
         assert self.dispatcher is not None
         dispatcher = self.dispatcher
         response_id = self._new_id(route)
@@ -425,17 +412,11 @@ class Gateway:
             if assembler.finished:
                 self._remember(route, exchange, request, assembler.response)
 
-        def abandon() -> None:
-            t.outcome, t.ended = "client_closed", time.monotonic()
-            dispatcher.finish(exchange, session=call.session)
-            asyncio.get_running_loop().create_task(exchange.response.aclose())
-
         caller = registry.CALLERS[route.protocol]
         sse = route.sse or route.protocol != "gemini"
         headers = [("content-type", caller.stream_content_type if sse else "application/json"), ("cache-control", "no-cache")]
         headers += list(self._served_by(exchange, t).items())
-        body = streaming.body(exchange, decoder, output, start, observe, done)
-        return self.relay.park(200, headers, body, abandon)
+        return headers, streaming.body(exchange, decoder, output, start, observe, done)
 
     def _stream_output(self, route: routes.Route, request: c.Request, exchange: Exchange, response_id: str) -> streaming.Output:
         caller: Any = registry.CALLERS[route.protocol]

@@ -242,9 +242,9 @@ class ClientLimits:
         self._warned = False
 
     def running(self) -> None:
-        """Each of max_connections can hold five descriptors (a served connection: the caller,
-        both ends of the relay, the upstream; one waiting beyond the limit: its own): make room
-        for them, or serve fewer."""
+        """Each of max_connections is given five descriptors (a served connection holds the
+        caller's and an upstream's, with room to spare; one waiting beyond the limit: its own):
+        make room for them, or serve fewer."""
         if self.settings.config is None:
             return
         most = self.settings.config.proxy.max_connections

@@ -30,7 +30,7 @@ gateway.operations.update(images.OPERATIONS)
 gateway.operations.update(embeddings.OPERATIONS)
 metrics = Metrics(lambda: gateway.pool)
 ledger = UsageLedger(settings)
-debug = Debug(settings, lambda: holdings(gateway.pool, gateway.relay))
+debug = Debug(settings, lambda: holdings(gateway.pool))
 keys = ClientKeys(settings, cluster)
 dashboard = Dashboard(settings, gateway)
 

@@ -1,4 +1,4 @@
-"""A caller's stream, made from an upstream's: what the relay replays, chunk by chunk.
+"""A caller's stream, made from an upstream's: what mitmproxy sends the caller, chunk by chunk.
 
 Upstream bytes are decoded into canonical events as they arrive (for usage, thought signatures
 and errors) and rendered for the caller either from those events (`Translated`) or, when both
@@ -159,20 +159,24 @@ async def body(
     finished = False
     try:
         observe(start.events)
-        head = b"".join(output.chunk(raw, []) for raw in start.raw[:-1])
-        yield head + output.chunk(start.raw[-1], start.events)
+        out = b"".join(output.chunk(raw, []) for raw in start.raw[:-1]) + output.chunk(start.raw[-1], start.events)
         closing: list[c.Event]
         try:
-            while (chunk := await next_chunk(start.chunks, exchange)) is not None:
+            while True:
+                # Once the upstream's answer is all in, the rest costs no wait: it goes out with
+                # the end, in one piece, rather than as pieces a moment apart.
+                if out and not exchange.response.ended:
+                    yield out
+                    out = b""
+                if (chunk := await next_chunk(start.chunks, exchange)) is None:
+                    closing = decoder.close()
+                    break
                 events = decoder.feed(chunk)
                 if _failure(events):  # a broken answer ends here: its error, not the rest, goes out
                     closing = events
                     break
                 observe(events)
-                if out := output.chunk(chunk, events):
-                    yield out
-            else:
-                closing = decoder.close()
+                out += output.chunk(chunk, events)
         except TransportError as e:
             verdict = network_failure(e)
             if e.timeout:
@@ -184,7 +188,7 @@ async def body(
         if verdict is None and failed is not None:
             verdict = Verdict(ErrorClass.SERVER, failed.message, 200)
         finished = True
-        yield output.end(closing)
+        yield out + output.end(closing)
     finally:
         await exchange.response.aclose()
         try:

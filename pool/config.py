@@ -265,7 +265,7 @@ _PORT = r"(?::(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]?\d{1,4}))"
 _HOST = re.compile(f"(?:{_NAME}){_PORT}?")
 _ORIGIN = re.compile(f"https?://(?:{_NAME}){_PORT}?", re.IGNORECASE)
 
-# The reverse target is never contacted: every flow is answered by the gateway or its relay.
+# The reverse target is never contacted: every flow is answered by the gateway.
 PLACEHOLDER_TARGET = "http://127.0.0.1:1"
 
 

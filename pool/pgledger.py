@@ -1,8 +1,8 @@
 """The usage ledger in PostgreSQL (`[usage] database_url`): one table that every replica writes.
 
-As with SQLite (`ledger.py`), `add` only queues the row and a writer thread of its own inserts
+As with SQLite (`ledger.py`), `add` only appends the row and a writer thread of its own inserts
 them in batches, so the event loop never waits on the database. When PostgreSQL cannot be
-reached the rows wait in memory (the queue and a backlog, each up to `ledger.QUEUE_MAX`) while
+reached the rows wait in memory (the deque and a backlog, each up to `ledger.QUEUE_MAX`) while
 the writer retries, and are written when it is back: an outage costs no request, and the log
 says so once when it starts and once when it ends, the URL's password masked.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import threading
 import time
 from dataclasses import astuple
@@ -22,7 +21,7 @@ from typing import Any
 import psycopg
 
 from .dialects import POSTGRES
-from .ledger import ADDED_COLUMNS, BATCH_MAX, COLUMNS, PRUNE_EVERY, QUEUE_MAX, Ledger, Record, create_table, declaration
+from .ledger import ADDED_COLUMNS, BATCH_MAX, COLUMNS, FLUSH_EVERY, PRUNE_EVERY, QUEUE_MAX, Ledger, Record, create_table, declaration
 from .urls import mask_url, scrub
 from .usagedb import LedgerError
 
@@ -86,13 +85,13 @@ def ensure_schema(conn: psycopg.Connection[Any], url: str) -> None:
 
 
 class PgLedger(Ledger):
-    """The SQLite ledger's queue and `add`; a writer thread that inserts into PostgreSQL and
+    """The SQLite ledger's deque and `add`; a writer thread that inserts into PostgreSQL and
     rides out its outages."""
 
     def __init__(self, url: str, retention_days: float) -> None:
         super().__init__(Path(mask_url(url)), retention_days)  # (only SQLite's writer opens `path`)
         self.url = url
-        self._backlog: list[Record] = []  # taken from the queue, not yet written
+        self._backlog: list[Record] = []  # taken from the deque, not yet written
         self._down = False  # an outage was logged and its end was not yet
 
     # --- the writer thread -------------------------------------------------------------------
@@ -155,25 +154,11 @@ class PgLedger(Ledger):
                         mask_url(self.url), scrub(str(error).strip(), self.url))
 
     def _gather(self, *, block: bool) -> bool:
-        """Moves queued rows into the backlog (waiting for the first when `block`); True when
-        the stop sign came."""
-        try:
-            first = self._queue.get(timeout=PRUNE_EVERY) if block else self._queue.get_nowait()
-        except queue.Empty:
-            return False
-        items = [first]
-        while len(items) < BATCH_MAX:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        records = [item for item in items if isinstance(item, Record)]
-        room = QUEUE_MAX - len(self._backlog)
-        self._backlog.extend(records[:room])
-        if len(records) > room:
-            self._dropped += len(records) - room
-            log.warning("usage ledger: PostgreSQL has been away too long, %d rows dropped", self._dropped)
-        return any(item is self._STOP for item in items)
+        """Moves gathered rows into the backlog (after the writer's pause when `block`); True
+        when the stop sign came."""
+        stop = self._stop.wait(FLUSH_EVERY) if block else self._stop.is_set()
+        self._backlog.extend(self._take(QUEUE_MAX - len(self._backlog)))  # past that, `add` drops new rows
+        return stop
 
     def _flush(self, conn: psycopg.Connection[Any]) -> None:
         """Writes the backlog, a batch per transaction. A batch PostgreSQL refuses for its rows

@@ -105,6 +105,11 @@ class Response:
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise _error(e) from None
 
+    @property
+    def ended(self) -> bool:
+        """Whether the whole body is in and read: a further read returns at once, with nothing."""
+        return self._raw.content.at_eof()
+
     async def aclose(self) -> None:
         """Back to the pool when the body was read to its end, closed otherwise."""
         if self._raw.content.at_eof():

@@ -1,16 +1,21 @@
 """Switchyard's benchmark: what the gateway adds on top of its upstream, next to bare mitmdump.
 
-    .venv/bin/python scripts/bench.py [--requests 400] [--quick]
+    .venv/bin/python scripts/bench.py [--requests 400] [--quick] [--runs 3]
 
-In one run, against the simulated upstream (one process), it measures p50/p99 latency and
-requests per second for:
-  (a) the simulated upstream directly (a v1internal generateContent call),
-  (b) bare `mitmdump -q` as a reverse proxy in front of it (the same call),
+In one run, against the simulated upstream (one process), it measures p50/p99 latency, the p50
+time to the first content chunk and requests per second for:
+  (a) the simulated upstream directly (v1internal generateContent, and streamGenerateContent),
+  (b) bare `mitmdump -q` as a reverse proxy in front of it (the same calls), with
+      `stream_large_bodies=1` so that it streams every body as Switchyard streams a stream,
   (c) Switchyard (`switchyard run -q`): OpenAI chat in, a Google account out, whole answers,
       and streams (time to the first content chunk and to the end),
-at concurrency 1 and 16, and prints a table. The client is a minimal keep-alive HTTP/1.1
-client on asyncio, so its own cost stays small and equal for all rows. Numbers on a 2-core
-machine are noisy: compare rows of one run, not runs.
+at concurrency 1 and 16 (with the CPU time per request of the process that served each row),
+prints a table, then the ratios the gateway is judged by: its added p50
+over bare mitmdump's (whole answers; a stream's first chunk) at c=1, and its requests per second
+against bare mitmdump's at c=16. The client is a minimal keep-alive HTTP/1.1 client on asyncio,
+so its own cost stays small and equal for all rows. Numbers on a 2-core machine are noisy:
+compare rows of one run, not runs (`--runs N` repeats the rows against the same processes and
+prints each run's ratios and their medians).
 """
 
 from __future__ import annotations
@@ -92,21 +97,38 @@ class Result:
     first: list[float]
     total: list[float]
     seconds: float
+    cpu: float | None = None  # CPU seconds the serving process spent on the measured requests
 
     @staticmethod
     def pct(values: list[float], q: float) -> float:
         ordered = sorted(values)
         return ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000
 
+    @property
+    def rps(self) -> float:
+        return len(self.total) / self.seconds
+
     def row(self) -> str:
-        rps = len(self.total) / self.seconds
         return (
             f"{self.name:34} {self.concurrency:>3}  p50 {self.pct(self.total, 0.5):7.2f} ms  p99 {self.pct(self.total, 0.99):7.2f} ms"
-            f"  first p50 {self.pct(self.first, 0.5):7.2f} ms  {rps:7.0f} req/s"
+            f"  first p50 {self.pct(self.first, 0.5):7.2f} ms  {self.rps:7.0f} req/s"
+            + (f"  cpu {self.cpu / len(self.total) * 1000:5.2f} ms/req" if self.cpu is not None else "")
         )
 
 
-async def measure(name: str, port: int, path: str, body: bytes, headers: dict[str, str], concurrency: int, count: int) -> Result:
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of a process so far (Linux), or None where /proc cannot tell."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    name: str, port: int, path: str, body: bytes, headers: dict[str, str], concurrency: int, count: int,
+    pid: int | None = None,
+) -> Result:
     connections = [await Connection.open(port) for _ in range(concurrency)]
     for conn in connections:  # warm-up
         for _ in range(5):
@@ -121,12 +143,12 @@ async def measure(name: str, port: int, path: str, body: bytes, headers: dict[st
             first.append(f)
             total.append(t)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds(pid)
     await asyncio.gather(*(worker(c) for c in connections))
-    seconds = time.perf_counter() - start
+    seconds, cpu_end = time.perf_counter() - start, cpu_seconds(pid)
     for conn in connections:
         conn.close()
-    return Result(name, concurrency, first, total, seconds)
+    return Result(name, concurrency, first, total, seconds, None if cpu is None or cpu_end is None else cpu_end - cpu)
 
 
 # --- the parts ---------------------------------------------------------------------------------
@@ -147,10 +169,40 @@ def wait_port(port: int, timeout: float = 20) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+UPSTREAM, BARE, WHOLE, STREAM = "(a) simulated upstream", "(b) bare mitmdump", "(c) switchyard chat", "stream"
+GOALS = {"added p50, whole (c=1)": ("<=", 1.3), "added p50, stream first chunk (c=1)": ("<=", 1.3),
+         "req/s, whole (c=16)": (">=", 0.9), "req/s, stream (c=16)": (">=", 0.9)}
+
+
+def ratios(results: list[Result]) -> dict[str, float]:
+    """Switchyard against bare mitmdump, as the goals read: added p50 over the upstream at c=1
+    (whole answers; a stream's first content chunk) and requests per second at c=16."""
+    by = {(r.name, r.concurrency): r for r in results}
+
+    def added(name: str, first: bool) -> float:
+        mine = by[(name, 1)]
+        base = by[(f"{UPSTREAM}, {'stream' if first else 'whole'}", 1)]
+        return Result.pct(mine.first if first else mine.total, 0.5) - Result.pct(base.first if first else base.total, 0.5)
+
+    return {
+        "added p50, whole (c=1)": added(f"{WHOLE}, whole", False) / added(f"{BARE}, whole", False),
+        "added p50, stream first chunk (c=1)": added(f"{WHOLE}, {STREAM}", True) / added(f"{BARE}, stream", True),
+        "req/s, whole (c=16)": by[(f"{WHOLE}, whole", 16)].rps / by[(f"{BARE}, whole", 16)].rps,
+        "req/s, stream (c=16)": by[(f"{WHOLE}, {STREAM}", 16)].rps / by[(f"{BARE}, stream", 16)].rps,
+    }
+
+
+def verdict(name: str, value: float) -> str:
+    op, goal = GOALS[name]
+    met = value <= goal if op == "<=" else value >= goal
+    return f"{name:38} {value:5.2f}x  (goal {op} {goal}x: {'met' if met else 'NOT met'})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=400, help="requests per row (default 400)")
     parser.add_argument("--quick", action="store_true", help="100 requests per row")
+    parser.add_argument("--runs", type=int, default=1, help="measure every row this many times (default 1)")
     args = parser.parse_args()
     count = 100 if args.quick else args.requests
     procs: list[subprocess.Popen] = []
@@ -174,7 +226,10 @@ def main() -> int:
                               **client_headers()}
 
             mitm_port = free_port()
-            procs.append(spawn([str(BIN / "mitmdump"), "-q", "--mode", f"reverse:{sim}@127.0.0.1:{mitm_port}"]))
+            # Bare mitmdump streams every body (any size over 1 byte), as Switchyard streams a stream.
+            bare = spawn([str(BIN / "mitmdump"), "-q", "--mode", f"reverse:{sim}@127.0.0.1:{mitm_port}",
+                          "--set", "stream_large_bodies=1"])
+            procs.append(bare)
 
             gw_port = free_port()
             api_key = "sk-bench-" + os.urandom(6).hex()
@@ -198,28 +253,33 @@ def main() -> int:
             stream = json.dumps({"model": "gemini-2.5-flash", "stream": True,
                                  "messages": [{"role": "user", "content": "hello benchmark"}]}).encode()
             gw_headers = {"authorization": f"Bearer {api_key}", "content-type": "application/json"}
+            whole_path, stream_path = "/v1internal:generateContent", "/v1internal:streamGenerateContent?alt=sse"
             rows = [
-                ("(a) simulated upstream", sim_port, "/v1internal:generateContent", envelope, direct_headers),
-                ("(b) bare mitmdump pass-through", mitm_port, "/v1internal:generateContent", envelope, direct_headers),
-                ("(c) switchyard chat, whole", gw_port, "/v1/chat/completions", chat, gw_headers),
-                ("(c) switchyard chat, stream", gw_port, "/v1/chat/completions", stream, gw_headers),
+                (f"{UPSTREAM}, whole", sim_port, whole_path, envelope, direct_headers, sim_proc.pid),
+                (f"{UPSTREAM}, stream", sim_port, stream_path, envelope, direct_headers, sim_proc.pid),
+                (f"{BARE}, whole", mitm_port, whole_path, envelope, direct_headers, bare.pid),
+                (f"{BARE}, stream", mitm_port, stream_path, envelope, direct_headers, bare.pid),
+                (f"{WHOLE}, whole", gw_port, "/v1/chat/completions", chat, gw_headers, gateway.pid),
+                (f"{WHOLE}, {STREAM}", gw_port, "/v1/chat/completions", stream, gw_headers, gateway.pid),
             ]
-            results: list[Result] = []
-            for concurrency in (1, 16):
-                for name, port, path, body, headers in rows:
-                    results.append(asyncio.run(measure(name, port, path, body, headers, concurrency, count)))
-                    print(results[-1].row(), flush=True)
-            print()
-            for concurrency in (1, 16):
-                by = {r.name: r for r in results if r.concurrency == concurrency}
-                base = Result.pct(by["(a) simulated upstream"].total, 0.5)
-                mitm = Result.pct(by["(b) bare mitmdump pass-through"].total, 0.5) - base
-                whole = Result.pct(by["(c) switchyard chat, whole"].total, 0.5) - base
-                streamed = Result.pct(by["(c) switchyard chat, stream"].first, 0.5) - base
-                print(
-                    f"c={concurrency:<2} added p50 over the upstream: mitmdump {mitm:6.2f} ms, switchyard whole "
-                    f"{whole:6.2f} ms ({whole / mitm:4.2f}x), stream first chunk {streamed:6.2f} ms ({streamed / mitm:4.2f}x)"
-                )
+            runs: list[dict[str, float]] = []
+            for run in range(args.runs):
+                if args.runs > 1:
+                    print(f"run {run + 1} of {args.runs}")
+                results: list[Result] = []
+                for concurrency in (1, 16):
+                    for name, port, path, body, headers, pid in rows:
+                        results.append(asyncio.run(measure(name, port, path, body, headers, concurrency, count, pid)))
+                        print(results[-1].row(), flush=True)
+                runs.append(ratios(results))
+                print()
+                for name, value in runs[-1].items():
+                    print(verdict(name, value))
+                print(flush=True)
+            if args.runs > 1:
+                print(f"medians of {args.runs} runs:")
+                for name in GOALS:
+                    print(verdict(name, statistics.median(r[name] for r in runs)))
         finally:
             stop_all(procs)
     return 0

@@ -285,11 +285,13 @@ def test_signing_in_with_google_through_the_gateway(gw, client):
 @pytest.fixture(scope="module")
 def traffic(gw) -> dict[str, Any]:
     """A few requests through the gateway: answered ones, and one the upstream refuses."""
-    served = [chat(gw, f"traffic {i}").headers["x-switchyard-account"] for i in range(4)]
-    with pytest.raises(openai.BadRequestError):
-        gw.openai().chat.completions.create(model=MODEL, messages=[{"role": "wizard", "content": "x"}])
     with httpx.Client(base_url=gw.url, headers=gw.auth(), timeout=30) as c:
-        until(lambda: c.get("/api/stats?since=1h").json()["totals"]["requests"] >= 5)
+        before = c.get("/api/stats?since=1h").json()["totals"]["requests"]
+        served = [chat(gw, f"traffic {i}").headers["x-switchyard-account"] for i in range(4)]
+        with pytest.raises(openai.BadRequestError):
+            gw.openai().chat.completions.create(model=MODEL, messages=[{"role": "wizard", "content": "x"}])
+        # The ledger writes its rows a moment later, in one go: wait for these five.
+        until(lambda: c.get("/api/stats?since=1h").json()["totals"]["requests"] >= before + 5)
     return {"served": served}
 
 

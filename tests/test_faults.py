@@ -6,7 +6,7 @@ are not streams upstream, and whose streams pass through to an OpenAI caller unt
 - what the caller saw: before the first byte, another account's 200; after it, the caller
   protocol's error event (the SDK raises), never a silent stop;
 - that the next request succeeds;
-- that nothing leaked: no lease, relay slot, file descriptor or asyncio task is left behind (the
+- that nothing leaked: no lease, answer still streaming, file descriptor or asyncio task is left behind (the
   gateway's debug endpoint tells, see addons/debug.py);
 - the usage ledger's row: its status, error class and the classes of its failed attempts.
 
@@ -94,13 +94,13 @@ def holdings(gw: Gateway) -> dict[str, Any]:
 
 
 def settled(gw: Gateway, before: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-    """Waits until the gateway holds no more than it did `before`: no lease, no relay slot, and
+    """Waits until the gateway holds no more than it did `before`: no lease, no answer streaming, and
     no more descriptors or tasks."""
     deadline = time.monotonic() + timeout
     while True:
         now = holdings(gw)
         if (
-            now["leases_total"] == 0 and now["relay_parked"] == 0 and now["relay_replaying"] == 0
+            now["leases_total"] == 0 and now["streaming"] == 0
             and now["fds"] <= before["fds"] and now["tasks"] <= before["tasks"]
         ):
             return now
@@ -293,6 +293,6 @@ def test_the_debug_endpoint_is_for_the_admin_on_this_machine_only(gw):
     wrong = httpx.get(f"{gw.url}/_switchyard/debug", headers={"authorization": "Bearer sk-nope"}, timeout=5)
     assert wrong.status_code in (401, 404) and "leases" not in wrong.text
     held = holdings(gw)
-    assert set(held) >= {"leases", "leases_total", "relay_parked", "relay_replaying", "tasks", "fds", "rss_bytes"}
+    assert set(held) >= {"leases", "leases_total", "streaming", "tasks", "fds", "rss_bytes"}
     assert held["fds"] > 0 and held["tasks"] > 0 and held["rss_bytes"] > 0
     assert gw.api_key not in gw.log()

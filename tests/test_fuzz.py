@@ -253,7 +253,7 @@ def sent(draw: st.DrawFn) -> Sent:
     kind = draw(st.sampled_from(("json", "json", "json", "cut", "noise")))
     body = draw(bodies(case))
     if isinstance(body, dict) and case.protocol != "gemini" and case.operation == "generate" and draw(st.booleans()):
-        body["stream"] = True  # the streamed way through (relay, stream encoders) half of the time
+        body["stream"] = True  # the streamed way through (direct streaming, stream encoders) half of the time
     content = _wire(body, draw(st.booleans())) if kind != "noise" else draw(st.binary(max_size=3000))
     if kind == "cut":
         content = content[: draw(st.integers(0, len(content)))] + draw(st.binary(max_size=8))

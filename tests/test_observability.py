@@ -313,9 +313,8 @@ def test_mitmweb_shows_comments_and_marks_no_secrets_and_keeps_at_most_max_flows
     assert bad["marked"] == "🔴" and "400" in bad["comment"]
     refused = by_path["/v1/messages"]
     assert refused["marked"] == "🔴" and "unauthorized 401" in refused["comment"]
-    # Each flow shows the address the caller used, not the relay or the reverse placeholder.
+    # Each flow shows the address the caller used, not the reverse placeholder.
     assert {(f["request"]["host"], f["request"]["port"]) for f in listed} == {("127.0.0.1", gateway.port)}
-    assert all("x-switchyard-relay" not in dict(f["request"]["headers"]) for f in listed)
 
     known = known_secrets(gateway, access_tokens=1) + [preferred_key]
     assert_no_secret(json.dumps(listed), known, "mitmweb's flow list")
@@ -468,10 +467,8 @@ def test_monitor_finishes_each_flow_once_and_traces_refusals():
     assert sink.seen[-1][1].outcome == "not_found"
 
     served = tflow.tflow(resp=True)
-    served.request.headers["x-switchyard-relay"] = "one-time"
     traced = trace.attach(served, trace.Trace(protocol="openai_chat", operation="generate", outcome="ok", status=200))
     monitor.response(served)
     assert sink.seen[-1] == (served, traced)
-    assert "x-switchyard-relay" not in served.request.headers
     assert (served.request.host, served.request.port) == served.client_conn.sockname[:2]
     assert served.metadata["switchyard"]["outcome"] == "ok"
