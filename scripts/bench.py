@@ -1,6 +1,6 @@
 """Switchyard's benchmark: what the gateway adds on top of its upstream, next to bare mitmdump.
 
-    .venv/bin/python scripts/bench.py [--requests 400] [--quick] [--runs 3]
+    .venv/bin/python scripts/bench.py [--requests 400] [--quick] [--runs 3] [--replicas 2]
 
 In one run, against the simulated upstream (one process), it measures p50/p99 latency, the p50
 time to the first content chunk and requests per second for:
@@ -16,6 +16,10 @@ against bare mitmdump's at c=16. The client is a minimal keep-alive HTTP/1.1 cli
 so its own cost stays small and equal for all rows. Numbers on a 2-core machine are noisy:
 compare rows of one run, not runs (`--runs N` repeats the rows against the same processes and
 prints each run's ratios and their medians).
+
+Then (d): `--replicas N` gateways (default 2) on this machine sharing one pool through a
+throw-away redis-server (scripts/replicas.py), 16 callers spread over them, whole answers and
+streams, with their combined requests per second against the one process of (c) at c=16.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +45,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(TOP / "scripts"))
 
 from demo import free_port, start_sim, stop_all, wait_healthy  # noqa: E402
+from replicas import Replicas  # noqa: E402
 from simupstream import client_headers  # noqa: E402
 
 
@@ -116,20 +122,26 @@ class Result:
         )
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU of a process so far (Linux), or None where /proc cannot tell."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError, TypeError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int | Sequence[int] | None) -> float | None:
+    """User + system CPU of processes so far (Linux), or None where /proc cannot tell."""
+    total = 0.0
+    for one in [pid] if pid is None or isinstance(pid, int) else pid:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError, TypeError):
+            return None
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def measure(
-    name: str, port: int, path: str, body: bytes, headers: dict[str, str], concurrency: int, count: int,
-    pid: int | None = None,
+    name: str, port: int | Sequence[int], path: str, body: bytes, headers: dict[str, str], concurrency: int, count: int,
+    pid: int | Sequence[int] | None = None,
 ) -> Result:
-    connections = [await Connection.open(port) for _ in range(concurrency)]
+    """`port` may name several gateways (replicas): the callers' connections are spread over
+    them in turn, and the CPU is that of every process in `pid`."""
+    ports = [port] if isinstance(port, int) else list(port)
+    connections = [await Connection.open(ports[n % len(ports)]) for n in range(concurrency)]
     for conn in connections:  # warm-up
         for _ in range(5):
             await conn.post(path, body, headers)
@@ -203,6 +215,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400, help="requests per row (default 400)")
     parser.add_argument("--quick", action="store_true", help="100 requests per row")
     parser.add_argument("--runs", type=int, default=1, help="measure every row this many times (default 1)")
+    parser.add_argument("--replicas", type=int, default=2,
+                        help="then N gateways sharing one pool through Redis, against one (default 2; 0: skip)")
     args = parser.parse_args()
     count = 100 if args.quick else args.requests
     procs: list[subprocess.Popen] = []
@@ -233,13 +247,14 @@ def main() -> int:
 
             gw_port = free_port()
             api_key = "sk-bench-" + os.urandom(6).hex()
-            (home / "config.toml").write_bytes(tomli_w.dumps({
+            config = {
                 "proxy": {"port": gw_port, "api_key": api_key, "request_timeout": 60},
                 "upstreams": {"antigravity": {
                     "endpoints": [f"{sim}/v1internal"], "token_url": f"{sim}/token",
                     "client_id": "sim-client-id", "client_secret": "sim-client-secret",
                 }},
-            }).encode())
+            }
+            (home / "config.toml").write_bytes(tomli_w.dumps(config).encode())
             env = {**os.environ, "SWITCHYARD_HOME": str(home)}
             subprocess.run([str(BIN / "switchyard"), "accounts", "add-google", "--refresh-token", "sim-demo-refresh-1",
                             "--email", "demo1@example.com"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -280,6 +295,20 @@ def main() -> int:
                 print(f"medians of {args.runs} runs:")
                 for name in GOALS:
                     print(verdict(name, statistics.median(r[name] for r in runs)))
+            if args.replicas > 1:
+                one = {r.name: r for r in results if r.concurrency == 16}
+                group = Replicas(home / "replicas", args.replicas, config).start(
+                    lambda cli: cli("accounts", "add-google", "--refresh-token", "sim-demo-refresh-1", "--email", "demo1@example.com"))
+                procs.extend(group.procs)
+                try:
+                    print(f"{args.replicas} replicas sharing one pool through Redis, c=16 spread over them:")
+                    for kind, body in (("whole", chat), (STREAM, stream)):
+                        mine = asyncio.run(measure(f"(d) {args.replicas} replicas, {kind}", group.ports, "/v1/chat/completions",
+                                                   body, gw_headers, 16, count, group.pids))
+                        print(mine.row())
+                        print(f"  combined {mine.rps:.0f} req/s = {mine.rps / one[f'{WHOLE}, {kind}'].rps:.2f}x one process", flush=True)
+                finally:
+                    group.stop()
         finally:
             stop_all(procs)
     return 0
