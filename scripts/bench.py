@@ -255,6 +255,7 @@ def main() -> int:
                 }},
             }
             (home / "config.toml").write_bytes(tomli_w.dumps(config).encode())
+            (home / "config.toml").chmod(0o600)  # it holds the admin key
             env = {**os.environ, "SWITCHYARD_HOME": str(home)}
             subprocess.run([str(BIN / "switchyard"), "accounts", "add-google", "--refresh-token", "sim-demo-refresh-1",
                             "--email", "demo1@example.com"], env=env, check=True, stdout=subprocess.DEVNULL)

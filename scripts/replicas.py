@@ -42,6 +42,7 @@ class Replicas:
             config = {**self.config, "proxy": {**self.config["proxy"], "port": port},
                       "cluster": {"redis_url": self.redis.url}}
             (home / "config.toml").write_bytes(tomli_w.dumps(config).encode())
+            (home / "config.toml").chmod(0o600)  # it holds the admin key
             homes.append(home)
             self.ports.append(port)
         add_accounts(lambda *argv: self._cli(homes[0], *argv))
