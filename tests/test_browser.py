@@ -9,7 +9,6 @@ and gets its answers; a page on any other origin is refused, its no-preflight te
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,13 +16,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.wait import WebDriverWait
 
+from chromium import headless
 from conftest import API_KEY, Gateway
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 MODEL = "gemini-2.5-flash"
 WAIT = 30  # seconds a page may take to report
 
@@ -121,21 +118,9 @@ def pages() -> Iterator[Callable[[], Page]]:
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.TemporaryDirectory(prefix="switchyard-chromium-")
-    for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-proxy-server",
-        f"--user-data-dir={profile.name}",
-        "--host-resolver-rules=MAP rebind.test 127.0.0.1",  # a name that resolves to loopback, as a rebinding page's does
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(WAIT)
-    yield driver
-    driver.quit()
-    profile.cleanup()
+    # a name that resolves to loopback, as a rebinding page's does
+    with headless("--host-resolver-rules=MAP rebind.test 127.0.0.1", page_load_timeout=WAIT) as driver:
+        yield driver
 
 
 def script(gateway: Gateway, run: str) -> bytes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,19 +20,17 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from chromium import headless
 from conftest import API_KEY, Gateway, free_port, prepare_gateway
 from pool import admin
 from pool.ledger import Ledger, Record
 from pool_rig import add_google, home_of, listed
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 WIDTH, HEIGHT = 1280, 860
 WAIT = 20  # seconds a page may take to show something
 MODEL = "gemini-2.5-flash"
@@ -65,20 +62,8 @@ def gw(sim, tmp_path_factory) -> Iterator[Gateway]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.TemporaryDirectory(prefix="switchyard-chromium-")
-    for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-proxy-server",
-        f"--user-data-dir={profile.name}", f"--window-size={WIDTH},{HEIGHT}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(WAIT)
-    yield driver
-    driver.quit()
-    profile.cleanup()
+    with headless(f"--window-size={WIDTH},{HEIGHT}", page_load_timeout=WAIT) as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module")
