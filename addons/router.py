@@ -9,6 +9,7 @@ if _root not in sys.path:
     sys.path.append(_root)
 
 from addons import embeddings, images  # noqa: E402
+from addons import hooks  # noqa: E402,F401  (installs a cheaper walk of the addon chain for every hook)
 from addons.auth import ClientAuth  # noqa: E402
 from addons.clientkeys import ClientKeys  # noqa: E402
 from addons.cluster import Cluster  # noqa: E402
