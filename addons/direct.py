@@ -10,6 +10,12 @@ end). No second hop through a loopback server (a second connection, request and 
 through mitmproxy for every stream). mitmweb shows the flow as usual, and upstream URLs and
 credentials never enter it.
 
+A whole response an addon set (the gateway's answers, its refusals) goes to the caller before
+the `response` hook rather than after it, as a streamed body does: the bookkeeping addons do
+there (the ledger, metrics, the flow's summary) no longer stands between the caller and its
+answer. An addon can still change such a response in `request` or `responseheaders`; in
+`response` it sees what was sent.
+
 The patch is small and checked when this module loads (`_check`): a mitmproxy whose HTTP
 stream looks different fails at start, not per request.
 """
@@ -178,8 +184,29 @@ def _stream_send_response(self: HttpStream, already_streamed: bool = False) -> l
     if source is None or handler is None:
         if source is not None:  # the caller's connection is gone already: nobody takes the body
             _close_later(source.body)
+        if not already_streamed and _made_here(self):
+            return _send_first(self)
         return _send_response(self, already_streamed)
     return _start(self, handler, source)
+
+
+def _made_here(self: HttpStream) -> bool:
+    """A whole response an addon made (the gateway's answers and refusals), not one read from a server."""
+    response = self.flow.response
+    assert response
+    return self.server_state != self.state_consume_response_body and not response.trailers and response.status_code != 101
+
+
+def _send_first(self: HttpStream) -> layer.CommandGenerator[None]:
+    """The caller has the whole answer before the `response` hook runs, as a streamed body does:
+    the gateway's bookkeeping there (ledger, metrics, the flow's summary) costs the caller nothing."""
+    response = self.flow.response
+    assert response
+    content = response.raw_content
+    yield SendHttp(ResponseHeaders(self.stream_id, response, end_stream=not content), self.context.client)
+    if content:
+        yield SendHttp(ResponseData(self.stream_id, content), self.context.client)
+    yield from _send_response(self, already_streamed=True)
 
 
 def _start(self: HttpStream, handler: Any, source: Source) -> layer.CommandGenerator[None]:

@@ -25,6 +25,7 @@ from mitmproxy import http
 from addons import direct
 
 released = asyncio.Event()
+hook_released = asyncio.Event()
 seen = {{"closed": [], "responses": []}}
 
 
@@ -72,8 +73,19 @@ class Test:
             flow.kill()
         elif path == "/empty":
             await direct.answer(flow, 204, [], empty())
+        elif path == "/whole":
+            flow.response = http.Response.make(200, b"all of it", {{"content-type": "text/plain"}})
+        elif path == "/release-hook":
+            hook_released.set()
+            flow.response = http.Response.make(200, b"hook released")
 
-    def response(self, flow):
+    def responseheaders(self, flow):
+        if flow.request.path == "/whole":
+            flow.response.headers["x-set-in"] = "responseheaders"
+
+    async def response(self, flow):
+        if flow.request.path == "/whole":
+            await hook_released.wait()
         seen["responses"].append([flow.request.path, len(flow.response.raw_content or b"")])
 
     def error(self, flow):
@@ -174,3 +186,16 @@ def test_a_flow_that_fails_before_its_answer_went_out_closes_the_body(proxy):
         assert time.monotonic() < deadline, seen
         time.sleep(0.02)
     assert seen["streaming"] == 0
+
+
+def test_a_whole_answer_reaches_the_caller_before_the_response_hook(proxy):
+    # The test addon's `response` hook holds /whole until /release-hook: the caller has it all before.
+    answer = httpx.get(f"{proxy}/whole", timeout=5)
+    assert answer.status_code == 200 and answer.content == b"all of it"
+    assert answer.headers["x-set-in"] == "responseheaders"  # what `responseheaders` changes still goes out
+    assert ["/whole", 9] not in state(proxy)["responses"]  # the hook is still waiting
+    assert httpx.get(f"{proxy}/release-hook", timeout=5).text == "hook released"
+    deadline = time.monotonic() + 5
+    while ["/whole", 9] not in (seen := state(proxy))["responses"]:
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.02)
