@@ -256,7 +256,7 @@ class Dispatcher:
                 result = await self._post(target, streamed, first_by, deadline)
                 ms = (time.monotonic() - started) * 1000
                 host = urlsplit(target.url).hostname or "?"
-                if isinstance(result, Response) and result.status_code < 400 and not _is_html(result):
+                if not isinstance(result, Verdict) and result.status_code < 400 and not _is_html(result):
                     attempts.append(Attempt(account.id, account.name, host, result.status_code, "ok", ms))
                     self.pool.answered(lease)
                     return Exchange(
