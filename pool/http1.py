@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-IDLE_FOR = 15.0  # seconds an unused connection is kept (aiohttp's keep-alive time)
+IDLE_FOR = 15.0  # seconds an unused connection is kept (as aiohttp keeps one)
 HEAD_LIMIT = 256 * 1024  # the most an answer's status line and headers may take
 READ = 64 * 1024
 DEFAULT_HEADERS = {"accept": "*/*", "accept-encoding": "gzip, deflate"}
@@ -64,6 +64,7 @@ class Client:
         self._slots = asyncio.Semaphore(limit)  # one per open connection, idle ones included
         self._wanted = 0  # requests waiting for a slot: a connection set free then closes for them
         self._tls: ssl.SSLContext | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self.closed = False
 
     async def request(
@@ -137,11 +138,23 @@ class Client:
         if self.closed or self._wanted or not conn.usable:
             self._discard(conn)
             return
-        conn.idle_since = now = time.monotonic()
-        queue = self._idle.setdefault(conn.origin, deque())
-        while queue and now - queue[0].idle_since >= IDLE_FOR:  # the longest idle, past their time
-            self._discard(queue.popleft())
-        queue.append(conn)
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(conn.origin, deque()).append(conn)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(IDLE_FOR, self._sweep)
+
+    def _sweep(self) -> None:
+        """Closes the connections idle for IDLE_FOR: nobody holds an upstream socket for nothing."""
+        self._sweeper = None
+        now = time.monotonic()
+        for origin, queue in list(self._idle.items()):
+            while queue and now - queue[0].idle_since >= IDLE_FOR:  # the longest idle come first
+                self._discard(queue.popleft())
+            if not queue:
+                del self._idle[origin]
+        if self._idle and not self.closed:
+            soonest = min(queue[0].idle_since for queue in self._idle.values())
+            self._sweeper = asyncio.get_running_loop().call_later(max(soonest + IDLE_FOR - now, 0.1), self._sweep)
 
     def _discard(self, conn: _Connection) -> None:
         conn.close()
@@ -149,6 +162,9 @@ class Client:
 
     async def aclose(self) -> None:
         self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         idle, self._idle = self._idle, {}
         for queue in idle.values():
             for conn in queue:

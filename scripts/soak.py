@@ -11,7 +11,7 @@ streamGenerateContent) from a few keep-alive workers, while the upstream misbeha
 the callers got and the ledger's error classes, and the gateway process's RSS, open descriptors
 and asyncio tasks (`switchyard_asyncio_tasks` on /metrics) after warm-up, half-way and at the
 end, each taken once the load has stopped and the counts held still. Idle upstream keep-alive
-connections are counted apart (aiohttp keeps them 15-30 s); at the end the run waits until
+connections are counted apart (the gateway keeps them 15 s); at the end the run waits until
 every one that was open when the load stopped has closed, since a leaked one never would. Exit status 0 when RSS grew less than
 --max-rss-growth MB and descriptors and tasks came back to their starting counts.
 """
@@ -176,7 +176,7 @@ class Sample:
     rss_mb: float
     fds: int  # open descriptors, idle upstream keep-alive connections not counted
     tasks: int
-    upstream: int  # connections to the upstream still open (idle in aiohttp's pool, or leaked);
+    upstream: int  # connections to the upstream still open (idle in the gateway's pool, or leaked);
     # at the end: of those open when the load stopped
     settled: bool
 
@@ -237,8 +237,8 @@ class Watch:
 
     def settle(self, label: str, requests: int, *, drain: bool, timeout: float = SETTLE_TIMEOUT) -> Sample:
         """A sample once descriptors and tasks held still for a second. With `drain`, also once
-        every upstream connection open when the load stopped has closed: aiohttp closes idle
-        ones after 15-30 s, a leaked one never. (Connections opened since are the pool's
+        every upstream connection open when the load stopped has closed: the gateway closes idle
+        ones after 15 s, a leaked one never. (Connections opened since are the pool's
         housekeeping — quota and model lists on their own clocks — and are not counted.)"""
         deadline = time.monotonic() + timeout
         load_era = self.upstream()

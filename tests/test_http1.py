@@ -19,7 +19,7 @@ class Server:
 
     def __init__(self, replies: dict[str, Reply]) -> None:
         self.replies = replies
-        self.connections = 0
+        self.connections = self.closed = 0
         self.requests: list[bytes] = []
         self.release = asyncio.Event()
 
@@ -45,6 +45,7 @@ class Server:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.closed += 1
             writer.close()
 
 
@@ -210,6 +211,23 @@ def test_an_idle_connection_the_server_closed_is_not_taken() -> None:
             server.server = await asyncio.start_server(server._serve, "127.0.0.1", int(server.url.rsplit(":", 1)[1]))
             while all(conn.usable for queue in client._idle.values() for conn in queue):
                 await asyncio.sleep(0.01)
+            assert await read(client, f"{server.url}/a") == (200, b"fine")
+            assert server.connections == 2
+            await client.aclose()
+    run(test)
+
+
+def test_idle_connections_are_closed_after_their_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pool.http1.IDLE_FOR", 0.2)
+
+    async def test() -> None:
+        async with Server({"/a": raw(answer(b"fine"))}) as server:
+            client = Client()
+            assert await read(client, f"{server.url}/a") == (200, b"fine")
+            assert server.closed == 0  # kept for the next request
+            while server.closed == 0:  # then closed by the client, with no request to prompt it
+                await asyncio.sleep(0.02)
+            assert client._idle == {}
             assert await read(client, f"{server.url}/a") == (200, b"fine")
             assert server.connections == 2
             await client.aclose()
