@@ -13,13 +13,15 @@ at concurrency 1 and 16 (with the CPU time per request of the process that serve
 prints a table, then the ratios the gateway is judged by: its added p50
 over bare mitmdump's (whole answers; a stream's first chunk) at c=1, and its requests per second
 against bare mitmdump's at c=16. The client is a minimal keep-alive HTTP/1.1 client on asyncio,
-so its own cost stays small and equal for all rows. Numbers on a 2-core machine are noisy:
-compare rows of one run, not runs (`--runs N` repeats the rows against the same processes and
-prints each run's ratios and their medians).
+so its own cost stays small and equal for all rows. The rows of one concurrency are measured in
+turns (a slice of each row, then the next round), since the speed of a small shared machine
+drifts over seconds; still, compare rows of one run, not runs (`--runs N` repeats the rows
+against the same processes and prints each run's ratios and their medians).
 
 Then (d): `--replicas N` gateways (default 2) on this machine sharing one pool through a
 throw-away redis-server (scripts/replicas.py), 16 callers spread over them, whole answers and
-streams, with their combined requests per second against the one process of (c) at c=16.
+streams, with their combined requests per second against the one process of (c) at c=16, in
+turns with it.
 """
 
 from __future__ import annotations
@@ -134,33 +136,58 @@ def cpu_seconds(pid: int | Sequence[int] | None) -> float | None:
     return total
 
 
-async def measure(
-    name: str, port: int | Sequence[int], path: str, body: bytes, headers: dict[str, str], concurrency: int, count: int,
-    pid: int | Sequence[int] | None = None,
-) -> Result:
-    """`port` may name several gateways (replicas): the callers' connections are spread over
-    them in turn, and the CPU is that of every process in `pid`."""
-    ports = [port] if isinstance(port, int) else list(port)
-    connections = [await Connection.open(ports[n % len(ports)]) for n in range(concurrency)]
-    for conn in connections:  # warm-up
-        for _ in range(5):
-            await conn.post(path, body, headers)
-    first: list[float] = []
-    total: list[float] = []
-    per_conn = count // concurrency
+@dataclass
+class Row:
+    name: str
+    port: int | Sequence[int]  # several gateways (replicas): the callers' connections spread over them in turn
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    pid: int | Sequence[int] | None = None  # whose CPU counts (every process of the row)
 
-    async def worker(conn: Connection) -> None:
+
+async def measure(rows: Sequence[Row], concurrency: int, count: int, rounds: int = 10) -> list[Result]:
+    """`count` requests per row at `concurrency`, in `rounds` slices taken in turn (row A's
+    slice, then B's, ...; the order rotates each round), so that every row meets the machine in
+    the same moods: on a small shared machine its speed drifts over seconds, which would
+    otherwise land on whichever row ran at the time."""
+    connections = {row.name: [await Connection.open(_ports(row)[n % len(_ports(row))]) for n in range(concurrency)] for row in rows}
+    for row in rows:  # warm-up
+        for conn in connections[row.name]:
+            for _ in range(5):
+                await conn.post(row.path, row.body, row.headers)
+    first: dict[str, list[float]] = {row.name: [] for row in rows}
+    total: dict[str, list[float]] = {row.name: [] for row in rows}
+    seconds = dict.fromkeys(first, 0.0)
+    cpu: dict[str, float | None] = dict.fromkeys(first, 0.0)
+    per_conn = max(count // concurrency // rounds, 1)
+
+    async def worker(row: Row, conn: Connection) -> None:
         for _ in range(per_conn):
-            f, t = await conn.post(path, body, headers)
-            first.append(f)
-            total.append(t)
+            f, t = await conn.post(row.path, row.body, row.headers)
+            first[row.name].append(f)
+            total[row.name].append(t)
 
-    start, cpu = time.perf_counter(), cpu_seconds(pid)
-    await asyncio.gather(*(worker(c) for c in connections))
-    seconds, cpu_end = time.perf_counter() - start, cpu_seconds(pid)
-    for conn in connections:
-        conn.close()
-    return Result(name, concurrency, first, total, seconds, None if cpu is None or cpu_end is None else cpu_end - cpu)
+    for turn in range(rounds):
+        for row in rows[turn % len(rows):] + rows[: turn % len(rows)]:
+            start, cpu_start = time.perf_counter(), cpu_seconds(row.pid)
+            await asyncio.gather(*(worker(row, c) for c in connections[row.name]))
+            seconds[row.name] += time.perf_counter() - start
+            cpu_end, spent = cpu_seconds(row.pid), cpu[row.name]
+            cpu[row.name] = None if cpu_start is None or cpu_end is None or spent is None else spent + cpu_end - cpu_start
+    for conns in connections.values():
+        for conn in conns:
+            conn.close()
+    return [Result(row.name, concurrency, first[row.name], total[row.name], seconds[row.name], cpu[row.name]) for row in rows]
+
+
+def slices(count: int, concurrency: int) -> int:
+    """Rounds for `count` requests: up to 10, each with at least 4 requests per connection."""
+    return max(1, min(10, count // (concurrency * 4)))
+
+
+def _ports(row: Row) -> list[int]:
+    return [row.port] if isinstance(row.port, int) else list(row.port)
 
 
 # --- the parts ---------------------------------------------------------------------------------
@@ -271,12 +298,12 @@ def main() -> int:
             gw_headers = {"authorization": f"Bearer {api_key}", "content-type": "application/json"}
             whole_path, stream_path = "/v1internal:generateContent", "/v1internal:streamGenerateContent?alt=sse"
             rows = [
-                (f"{UPSTREAM}, whole", sim_port, whole_path, envelope, direct_headers, sim_proc.pid),
-                (f"{UPSTREAM}, stream", sim_port, stream_path, envelope, direct_headers, sim_proc.pid),
-                (f"{BARE}, whole", mitm_port, whole_path, envelope, direct_headers, bare.pid),
-                (f"{BARE}, stream", mitm_port, stream_path, envelope, direct_headers, bare.pid),
-                (f"{WHOLE}, whole", gw_port, "/v1/chat/completions", chat, gw_headers, gateway.pid),
-                (f"{WHOLE}, {STREAM}", gw_port, "/v1/chat/completions", stream, gw_headers, gateway.pid),
+                Row(f"{UPSTREAM}, whole", sim_port, whole_path, envelope, direct_headers, sim_proc.pid),
+                Row(f"{UPSTREAM}, stream", sim_port, stream_path, envelope, direct_headers, sim_proc.pid),
+                Row(f"{BARE}, whole", mitm_port, whole_path, envelope, direct_headers, bare.pid),
+                Row(f"{BARE}, stream", mitm_port, stream_path, envelope, direct_headers, bare.pid),
+                Row(f"{WHOLE}, whole", gw_port, "/v1/chat/completions", chat, gw_headers, gateway.pid),
+                Row(f"{WHOLE}, {STREAM}", gw_port, "/v1/chat/completions", stream, gw_headers, gateway.pid),
             ]
             runs: list[dict[str, float]] = []
             for run in range(args.runs):
@@ -284,9 +311,9 @@ def main() -> int:
                     print(f"run {run + 1} of {args.runs}")
                 results: list[Result] = []
                 for concurrency in (1, 16):
-                    for name, port, path, body, headers, pid in rows:
-                        results.append(asyncio.run(measure(name, port, path, body, headers, concurrency, count, pid)))
-                        print(results[-1].row(), flush=True)
+                    results += asyncio.run(measure(rows, concurrency, count, rounds=slices(count, concurrency)))
+                    for result in results[-len(rows):]:
+                        print(result.row(), flush=True)
                 runs.append(ratios(results))
                 print()
                 for name, value in runs[-1].items():
@@ -297,17 +324,19 @@ def main() -> int:
                 for name in GOALS:
                     print(verdict(name, statistics.median(r[name] for r in runs)))
             if args.replicas > 1:
-                one = {r.name: r for r in results if r.concurrency == 16}
                 group = Replicas(home / "replicas", args.replicas, config).start(
                     lambda cli: cli("accounts", "add-google", "--refresh-token", "sim-demo-refresh-1", "--email", "demo1@example.com"))
                 procs.extend(group.procs)
                 try:
-                    print(f"{args.replicas} replicas sharing one pool through Redis, c=16 spread over them:")
+                    print(f"{args.replicas} replicas sharing one pool through Redis, c=16 spread over them, against one process:")
                     for kind, body in (("whole", chat), (STREAM, stream)):
-                        mine = asyncio.run(measure(f"(d) {args.replicas} replicas, {kind}", group.ports, "/v1/chat/completions",
-                                                   body, gw_headers, 16, count, group.pids))
-                        print(mine.row())
-                        print(f"  combined {mine.rps:.0f} req/s = {mine.rps / one[f'{WHOLE}, {kind}'].rps:.2f}x one process", flush=True)
+                        one, many = asyncio.run(measure([
+                            Row(f"{WHOLE}, {kind}", gw_port, "/v1/chat/completions", body, gw_headers, gateway.pid),
+                            Row(f"(d) {args.replicas} replicas, {kind}", group.ports, "/v1/chat/completions", body, gw_headers, group.pids),
+                        ], 16, count, rounds=slices(count, 16)))
+                        print(one.row())
+                        print(many.row())
+                        print(f"  combined {many.rps:.0f} req/s = {many.rps / one.rps:.2f}x one process", flush=True)
                 finally:
                     group.stop()
         finally:
