@@ -11,12 +11,13 @@ moment. WAL mode keeps the file whole through a kill and lets
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import sqlite3
 import threading
 import time
 from collections import deque
-from dataclasses import MISSING, astuple, dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from .dialects import SQLITE, Dialect
@@ -66,6 +67,9 @@ class Record:
 
 
 COLUMNS = tuple(f.name for f in fields(Record))
+# A record's values in column order: every field is a plain value, so this is `astuple` without
+# its deep copy (a tenth of the cost, on the writer thread that shares the GIL with the gateway).
+values = operator.attrgetter(*COLUMNS)
 
 # The table is made from Record, column by column, for either database (`create_table`): a field's
 # type is the column's type, `| None` lets it be empty, and its default (0 for a count or flag
@@ -230,7 +234,7 @@ class Ledger:
             return
         try:
             with db:
-                db.executemany(_INSERT, [astuple(r) for r in records])
+                db.executemany(_INSERT, [values(r) for r in records])
         except sqlite3.Error as e:
             log.warning("usage ledger: %d rows not written: %s", len(records), e)
 

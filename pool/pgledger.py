@@ -14,14 +14,13 @@ import logging
 import os
 import threading
 import time
-from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from .dialects import POSTGRES
-from .ledger import ADDED_COLUMNS, BATCH_MAX, COLUMNS, FLUSH_EVERY, PRUNE_EVERY, QUEUE_MAX, Ledger, Record, create_table, declaration
+from .ledger import ADDED_COLUMNS, BATCH_MAX, COLUMNS, FLUSH_EVERY, PRUNE_EVERY, QUEUE_MAX, Ledger, Record, create_table, declaration, values
 from .urls import mask_url, scrub
 from .usagedb import LedgerError
 
@@ -167,7 +166,7 @@ class PgLedger(Ledger):
             batch = self._backlog[:BATCH_MAX]
             try:
                 with conn.transaction(), conn.cursor() as cursor:
-                    cursor.executemany(INSERT, [astuple(r) for r in batch])
+                    cursor.executemany(INSERT, [values(r) for r in batch])
             except LOST:
                 raise
             except psycopg.Error as e:

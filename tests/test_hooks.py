@@ -140,3 +140,39 @@ def test_a_hook_that_is_not_callable_is_an_error_but_a_module_is_skipped() -> No
     ours = run(fast._trigger_event, odd)
     assert ours == run(fast.mitmproxy_trigger_event, odd)
     assert len(ours[1]) == 1 and "not callable" in ours[1][0]
+
+
+def test_handlers_are_gathered_again_when_addons_come_and_go_or_options_change() -> None:
+    async def scenario() -> list[list[str]]:
+        calls: list[str] = []
+        seen: list[list[str]] = []
+        with taddons.context() as tctx:
+            manager = tctx.master.addons
+            first, late = Recorder("first", calls), Recorder("late", calls)
+            manager.add(first)
+
+            async def hook() -> None:
+                calls.clear()
+                await manager.trigger_event(HttpRequestHook(tflow.tflow()))
+                seen.append(list(calls))
+
+            await hook()
+            manager.add(late)  # registered after the handlers were gathered
+            await hook()
+            manager.remove(first)
+            await hook()
+            plain = type("Plain", (), {"name": "plain"})()
+            manager.add(plain)
+            await hook()
+            plain.request = lambda flow: calls.append("given later")  # not seen until something changes
+            await hook()
+            tctx.options.update(ssl_insecure=True)
+            await hook()
+            for stale in [h for h in logging.getLogger().handlers if getattr(h, "master", None) is tctx.master]:
+                logging.getLogger().removeHandler(stale)
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        ["first:/path"], ["first:/path", "late:/path"], ["late:/path"], ["late:/path"], ["late:/path"],
+        ["late:/path", "given later"],
+    ]
