@@ -146,8 +146,8 @@ def _scrub(message: str, proxy: str) -> str:
 
 
 class _Sessions:
-    """The connection pools a Transport and its views share: one direct (HTTP proxies ride on it
-    per request), one per SOCKS proxy."""
+    """The connection pools a Transport and its views share: the small client for direct routes,
+    one aiohttp session for HTTP proxies (named per request), one per SOCKS proxy."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
+import subprocess
 import zlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -17,15 +20,15 @@ Reply = Callable[[asyncio.StreamWriter], Awaitable[None]]
 class Server:
     """Answers each request with the reply its path names; counts connections and requests."""
 
-    def __init__(self, replies: dict[str, Reply]) -> None:
-        self.replies = replies
+    def __init__(self, replies: dict[str, Reply], tls: ssl.SSLContext | None = None) -> None:
+        self.replies, self.tls = replies, tls
         self.connections = self.closed = 0
         self.requests: list[bytes] = []
         self.release = asyncio.Event()
 
     async def __aenter__(self) -> "Server":
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -266,3 +269,27 @@ def test_refused_connections_and_header_injection_are_transport_errors() -> None
             assert await read(client, f"{server.url}/a") == (200, b"fine")
         await client.aclose()
     run(test)
+
+
+def test_https_is_verified_against_the_systems_authorities(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+
+    async def test(trusted: bool) -> None:
+        async with Server({"/a": raw(answer(b"secret"))}, tls=tls) as server:
+            client = Client()
+            if trusted:
+                assert await read(client, f"{server.url}/a") == (200, b"secret")
+            else:
+                with pytest.raises(TransportError) as caught:
+                    await read(client, f"{server.url}/a")
+                assert "cannot connect to 127.0.0.1:" in str(caught.value) and "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+            await client.aclose()
+
+    run(lambda: test(trusted=False))  # a certificate nobody vouches for
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now the system's authorities include it
+    run(lambda: test(trusted=True))
