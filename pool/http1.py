@@ -23,8 +23,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 IDLE_FOR = 15.0  # seconds an unused connection is kept (as aiohttp keeps one)
 HEAD_LIMIT = 256 * 1024  # the most an answer's status line and headers may take
+LINE_LIMIT = 8 * 1024  # the most a chunk's size line or a trailer line may take
 READ = 64 * 1024
-DEFAULT_HEADERS = {"accept": "*/*", "accept-encoding": "gzip, deflate"}
+DEFAULT_HEADERS = {"accept": "*/*", "accept-encoding": "gzip"}  # what Go's HTTP client asks for (CLIProxyAPI's, for one)
 NO_BODY = frozenset({204, 304})
 
 
@@ -183,17 +184,18 @@ class Answer:
         connection = headers.get("connection", "").lower()
         self._keep_alive = "close" not in connection and (version != "HTTP/1.0" or "keep-alive" in connection)
         self._inflate = _inflater(headers.get("content-encoding", ""))
-        if method == "HEAD" or status in NO_BODY:
-            self._remaining: int | None = 0
-            self._chunked = False
-        else:
-            self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        self._chunks: _Dechunker | None = None
+        self._remaining: int | None = 0
+        if method != "HEAD" and status not in NO_BODY:
             length = headers.get("content-length")
-            self._remaining = None if self._chunked or length is None else int(length)
-            if self._remaining is not None and self._remaining < 0:
-                raise ValueError(f"content-length {length}")
-            if self._remaining is None and not self._chunked:
-                self._keep_alive = False  # the body ends with the connection
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                self._chunks, self._remaining = _Dechunker(), None
+            elif length is not None:
+                self._remaining = int(length)
+                if self._remaining < 0:
+                    raise ValueError(f"content-length {length}")
+            else:
+                self._remaining, self._keep_alive = None, False  # the body ends with the connection
         if self._remaining == 0:
             self._finish()
 
@@ -209,28 +211,34 @@ class Answer:
         reader = self._conn.reader
         try:
             while not self._done:
-                data = await (self._next_chunk(reader) if self._chunked else self._next_piece(reader))
+                data = await (self._next_chunks(reader) if self._chunks is not None else self._next_piece(reader))
                 if self._inflate is not None:
-                    data = self._inflate.decompress(data) if data else self._inflate.flush()
+                    data = self._inflate.decompress(data)
                 if data:
                     yield data
+            if self._inflate is not None and (tail := self._inflate.flush()):
+                yield tail
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, zlib.error) as e:
             self._broken()
             raise _wire_error(e, "in the answer's body") from None
 
-    async def _next_chunk(self, reader: asyncio.StreamReader) -> bytes:
-        size = int((await reader.readuntil(b"\n")).split(b";", 1)[0], 16)
-        if size == 0:
-            while (await reader.readuntil(b"\n")).strip():  # trailers, which nobody here reads
-                pass
-            self._finish()
-            return b""
-        data = await reader.readexactly(size + 2)
-        if data[-2:] != b"\r\n":
-            raise ValueError("a chunk of the answer is not framed as its size says")
-        return data[:-2]
+    async def _next_chunks(self, reader: asyncio.StreamReader) -> bytes:
+        """The data of the chunks that have arrived; the end is taken as soon as it is in, so that
+        `ended` holds once the last data is read."""
+        assert self._chunks is not None
+        while True:
+            more = await reader.read(READ)
+            if not more:
+                raise asyncio.IncompleteReadError(b"", None)
+            data = self._chunks.feed(more)
+            if self._chunks.done:
+                self._finish()
+                self._keep_alive = self._keep_alive and not self._chunks.rest  # bytes past the end: out of step
+            if data or self._done:
+                return data
 
     async def _next_piece(self, reader: asyncio.StreamReader) -> bytes:
+        """What has arrived of a body framed by its length or by the connection's end."""
         data = await reader.read(READ if self._remaining is None else min(READ, self._remaining))
         if self._remaining is None:
             if not data:
@@ -259,6 +267,61 @@ class Answer:
         else:
             self._done = True
             self._client._discard(conn)
+
+
+class _Dechunker:
+    """Chunked transfer coding undone as bytes arrive: `feed` returns the data they complete or
+    continue, without the framing; `done` once the last chunk and its trailers are in."""
+
+    __slots__ = ("_buffer", "_left", "_state", "done")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._left = 0
+        self._state = "size"  # size -> data -> crlf -> size ... -> trailers -> done
+        self.done = False
+
+    @property
+    def rest(self) -> bytes:
+        """What came after the end."""
+        return bytes(self._buffer)
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self._buffer
+        buffer += data
+        out = bytearray()
+        while buffer and not self.done:
+            if self._state == "data":
+                take = min(self._left, len(buffer))
+                out += buffer[:take]
+                del buffer[:take]
+                self._left -= take
+                if not self._left:
+                    self._state = "crlf"
+            elif self._state == "crlf":
+                if len(buffer) < 2:
+                    break
+                if buffer[:2] != b"\r\n":
+                    raise ValueError("a chunk of the answer is not framed as its size says")
+                del buffer[:2]
+                self._state = "size"
+            else:  # a line: a chunk's size, or a trailer
+                end = buffer.find(b"\n")
+                if end < 0:
+                    if len(buffer) > LINE_LIMIT:
+                        raise ValueError("a chunk's size line has no end")
+                    break
+                line = bytes(buffer[:end]).strip()
+                del buffer[: end + 1]
+                if self._state == "trailers":
+                    self.done = not line  # trailers, which nobody here reads, end with an empty line
+                    continue
+                size = line.split(b";", 1)[0].strip()
+                if not size or size.strip(b"0123456789abcdefABCDEF"):
+                    raise ValueError(f"a chunk's size is not a hex number: {line[:20]!r}")
+                self._left = int(size, 16)
+                self._state = "data" if self._left else "trailers"
+        return bytes(out)
 
 
 def _head(method: str, target: str, host: str, headers: Mapping[str, str], body: bytes) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pool.http1 import Client, TransportError
+from pool.http1 import Client, TransportError, _Dechunker
 
 Reply = Callable[[asyncio.StreamWriter], Awaitable[None]]
 
@@ -91,7 +91,7 @@ def test_a_body_by_content_length_and_the_connection_kept_for_the_next_request()
             sent = server.requests[0]
             assert sent.startswith(b"POST /a?q=1 HTTP/1.1\r\n") and sent.endswith(b'\r\n\r\n{"k": 1}')
             assert b"\r\nx-caller: me\r\n" in sent and b"\r\ncontent-length: 8\r\n" in sent
-            assert b"\r\nhost: 127.0.0.1:" in sent and b"\r\naccept-encoding: gzip, deflate\r\n" in sent
+            assert b"\r\nhost: 127.0.0.1:" in sent and b"\r\naccept-encoding: gzip\r\n" in sent
             await client.aclose()
     run(test)
 
@@ -293,3 +293,36 @@ def test_https_is_verified_against_the_systems_authorities(tmp_path: Path, monke
     run(lambda: test(trusted=False))  # a certificate nobody vouches for
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now the system's authorities include it
     run(lambda: test(trusted=True))
+
+
+CHUNKED = b"5;ext=1\r\nfirst\r\n1\r\n-\r\n0a\r\n0123456789\r\n0\r\nx-trailer: t\r\n\r\n"
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, len(CHUNKED)])
+def test_chunks_are_undone_however_the_bytes_are_cut(piece: int) -> None:
+    dechunker, out = _Dechunker(), b""
+    for at in range(0, len(CHUNKED), piece):
+        assert not dechunker.done
+        out += dechunker.feed(CHUNKED[at:at + piece])
+    assert out == b"first-0123456789" and dechunker.done and dechunker.rest == b""
+
+
+@pytest.mark.parametrize("framing", [b"zz\r\n", b"-5\r\nhello\r\n", b"3\r\nabcdef\r\n", b"\r\n", b"9" * 9000])
+def test_chunk_framing_that_lies_is_an_error(framing: bytes) -> None:
+    with pytest.raises(ValueError):
+        _Dechunker().feed(framing)
+
+
+def test_a_chunked_answer_has_ended_once_its_last_data_is_read_when_its_end_came_with_it() -> None:
+    async def test() -> None:
+        body = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nlast\r\n0\r\n\r\n"
+        async with Server({"/c": raw(body), "/junk": raw(body + b"junk"), "/a": raw(answer(b"fine"))}) as server:
+            client = Client()
+            got = await client.request("POST", f"{server.url}/c", {}, b"", connect_timeout=5)
+            assert await anext(got.aiter_bytes()) == b"last" and got.ended  # no second read to learn it
+            await got.aclose()
+            assert await read(client, f"{server.url}/junk") == (200, b"last")  # bytes past the end: not reused
+            assert await read(client, f"{server.url}/a") == (200, b"fine")
+            assert server.connections == 2
+            await client.aclose()
+    run(test)
