@@ -30,7 +30,8 @@ def presented_keys(request: http.Request) -> list[str]:
             if name == "authorization" and value[:7].lower() == "bearer ":
                 value = value[7:]
             keys.append(value.strip())
-    keys.extend(request.query.get_all(KEY_PARAM))
+    if "?" in request.path:  # parsing the query costs more than looking for one
+        keys.extend(request.query.get_all(KEY_PARAM))
     return [k for k in keys if k]
 
 
@@ -40,7 +41,7 @@ def hide_keys(request: http.Request) -> None:
         values = request.headers.get_all(name)
         if values:
             request.headers.set_all(name, [_mask_header(v) for v in values])
-    if KEY_PARAM in request.query:
+    if "?" in request.path and KEY_PARAM in request.query:
         request.query.set_all(KEY_PARAM, [mask(v) for v in request.query.get_all(KEY_PARAM)])
 
 
