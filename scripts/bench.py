@@ -1,6 +1,6 @@
 """Switchyard's benchmark: what the gateway adds on top of its upstream, next to bare mitmdump.
 
-    .venv/bin/python scripts/bench.py [--requests 400] [--quick] [--runs 3] [--replicas 2]
+    .venv/bin/python scripts/bench.py [--requests 1000] [--quick] [--runs 3] [--replicas 2]
 
 In one run, against the simulated upstream (one process), it measures p50/p99 latency, the p50
 time to the first content chunk and requests per second for:
@@ -182,8 +182,8 @@ async def measure(rows: Sequence[Row], concurrency: int, count: int, rounds: int
 
 
 def slices(count: int, concurrency: int) -> int:
-    """Rounds for `count` requests: up to 10, each with at least 4 requests per connection."""
-    return max(1, min(10, count // (concurrency * 4)))
+    """Rounds for `count` requests: up to 25, each with at least 4 requests per connection."""
+    return max(1, min(25, count // (concurrency * 4)))
 
 
 def _ports(row: Row) -> list[int]:
@@ -239,7 +239,7 @@ def verdict(name: str, value: float) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=400, help="requests per row (default 400)")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per row (default 1000)")
     parser.add_argument("--quick", action="store_true", help="100 requests per row")
     parser.add_argument("--runs", type=int, default=1, help="measure every row this many times (default 1)")
     parser.add_argument("--replicas", type=int, default=2,
