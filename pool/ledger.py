@@ -19,6 +19,7 @@ import time
 from collections import deque
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from .dialects import SQLITE, Dialect
 from .files import PRIVATE, keep_private
@@ -107,6 +108,27 @@ def create_table(dialect: Dialect) -> str:
 _FIELDS = {f.name: f for f in fields(Record)}
 _DDL = create_table(SQLITE)
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+_FLAGS = [i for i, name in enumerate(COLUMNS) if str(_FIELDS[name].type) == "bool"]
+
+
+def record_of(row: tuple[Any, ...]) -> Record:
+    """A record from a row of COLUMNS read back from SQLite, which keeps a flag as 0 or 1."""
+    fields_ = list(row)
+    for i in _FLAGS:
+        fields_[i] = bool(fields_[i])
+    return Record(*fields_)
+
+
+def append(path: Path, records: list[Record]) -> None:
+    """Writes records into the SQLite ledger at `path` (made when missing), in one transaction."""
+    db = connect(path)
+    try:
+        with db:
+            db.executemany(_INSERT, [values(r) for r in records])
+    finally:
+        db.close()
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -4,7 +4,9 @@ As with SQLite (`ledger.py`), `add` only appends the row and a writer thread of 
 them in batches, so the event loop never waits on the database. When PostgreSQL cannot be
 reached the rows wait in memory (the deque and a backlog, each up to `ledger.QUEUE_MAX`) while
 the writer retries, and are written when it is back: an outage costs no request, and the log
-says so once when it starts and once when it ends, the URL's password masked.
+says so once when it starts and once when it ends, the URL's password masked. Rows still
+waiting when the gateway stops are kept in a local SQLite file (`unsent`), which the next start
+writes to PostgreSQL before anything else.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from . import ledger
 from .dialects import POSTGRES
 from .ledger import ADDED_COLUMNS, BATCH_MAX, COLUMNS, FLUSH_EVERY, PRUNE_EVERY, QUEUE_MAX, Ledger, Record, create_table, declaration, values
 from .urls import mask_url, scrub
@@ -87,9 +91,11 @@ class PgLedger(Ledger):
     """The SQLite ledger's deque and `add`; a writer thread that inserts into PostgreSQL and
     rides out its outages."""
 
-    def __init__(self, url: str, retention_days: float) -> None:
+    def __init__(self, url: str, retention_days: float, unsent: Path | None = None) -> None:
         super().__init__(Path(mask_url(url)), retention_days)  # (only SQLite's writer opens `path`)
         self.url = url
+        self.unsent = unsent  # where rows PostgreSQL could not take by the gateway's exit wait for the next start
+        self._sent_unsent = False
         self._backlog: list[Record] = []  # taken from the deque, not yet written
         self._down = False  # an outage was logged and its end was not yet
 
@@ -102,16 +108,19 @@ class PgLedger(Ledger):
         while True:
             stopping = self._gather(block=not self._backlog and not stopping) or stopping
             if conn is None:
-                conn = self._connect()
+                # Stopping in an outage: no last wait for a connection that has been failing.
+                conn = None if stopping and self._down else self._connect()
                 if conn is None:
                     if stopping:
-                        log.warning("usage ledger: %d rows not written, PostgreSQL is unreachable at exit", len(self._backlog))
+                        self._keep_unsent("is unreachable")
                         return
                     time.sleep(wait)
                     wait = min(wait * 2, RETRY_MAX)
                     continue
                 wait = RETRY_FIRST
             try:
+                if not self._sent_unsent:
+                    self._send_unsent(conn)
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY
                     self._prune(conn)
@@ -120,7 +129,7 @@ class PgLedger(Ledger):
                 self._outage(e)
                 conn = _close(conn)
                 if stopping:
-                    log.warning("usage ledger: %d rows not written, PostgreSQL was lost at exit", len(self._backlog))
+                    self._keep_unsent("was lost")
                     return
                 time.sleep(wait)
                 wait = min(wait * 2, RETRY_MAX)
@@ -144,6 +153,50 @@ class PgLedger(Ledger):
             self._outage(e)
             _close(conn)
         return None
+
+    def _keep_unsent(self, why: str) -> None:
+        """The gateway stops with rows PostgreSQL has not taken: they go to the local file."""
+        rows = self._backlog + self._take(QUEUE_MAX)
+        self._backlog = []
+        if not rows:
+            return
+        if self.unsent is not None:
+            try:
+                ledger.append(self.unsent, rows)
+                log.warning("usage ledger: PostgreSQL %s at exit; %d rows are kept in %s and written at the next start",
+                            why, len(rows), self.unsent)
+                return
+            except (OSError, sqlite3.Error) as e:
+                log.warning("usage ledger: rows cannot be kept in %s: %s", self.unsent, e)
+        log.warning("usage ledger: %d rows not written, PostgreSQL %s at exit", len(rows), why)
+
+    def _send_unsent(self, conn: psycopg.Connection[Any]) -> None:
+        """Rows an earlier run kept at its exit go to PostgreSQL, each once: they leave the local
+        file only after PostgreSQL has committed them."""
+        self._sent_unsent = True
+        if self.unsent is None or not self.unsent.exists():
+            return
+        try:
+            db = ledger.connect(self.unsent)
+        except (OSError, sqlite3.Error) as e:
+            log.warning("usage ledger: the rows kept in %s cannot be read: %s", self.unsent, e)
+            return
+        try:
+            rows = db.execute(f"SELECT id, {', '.join(COLUMNS)} FROM requests ORDER BY id").fetchall()
+            if not rows:
+                return
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(INSERT, [values(ledger.record_of(row[1:])) for row in rows])
+            with db:
+                db.executemany("DELETE FROM requests WHERE id = ?", [(row[0],) for row in rows])
+            log.warning("usage ledger: %d rows kept at an earlier exit are written to PostgreSQL", len(rows))
+        except LOST:
+            self._sent_unsent = False  # the next connection tries again
+            raise
+        except (psycopg.Error, sqlite3.Error) as e:
+            log.warning("usage ledger: the rows kept in %s are not written: %s", self.unsent, scrub(str(e).strip(), self.url))
+        finally:
+            db.close()
 
     def _outage(self, error: Exception) -> None:
         """Says once per outage that the rows wait (every later try fails the same way)."""

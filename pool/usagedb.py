@@ -194,7 +194,7 @@ def writer(home: Home, config: Any) -> ledger.Ledger:
     if url:
         from .pgledger import PgLedger
 
-        return PgLedger(url, config.usage.retention_days)
+        return PgLedger(url, config.usage.retention_days, unsent=home.data_dir / "usage-unsent.sqlite3")
     return ledger.Ledger(home.ledger_file, config.usage.retention_days)
 
 

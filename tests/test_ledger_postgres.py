@@ -174,6 +174,42 @@ def test_rows_wait_through_an_outage_and_the_password_never_shows(empty: Postgre
     assert history.latest_id(empty.url) == len(records)  # each row once
 
 
+def test_rows_waiting_at_exit_are_kept_locally_and_written_by_the_next_start(
+    empty: Postgres, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="switchyard.ledger")
+    records = sample(time.time())[:12]
+    unsent = tmp_path / "usage-unsent.sqlite3"
+
+    def kept() -> int:
+        with sqlite3.connect(unsent) as db:
+            return db.execute("SELECT count(*) FROM requests").fetchone()[0]
+
+    writer = PgLedger(empty.url, 30, unsent=unsent)
+    writer.start()
+    for record in records[:5]:
+        writer.add(record)
+    wait_until(lambda: stats.report(empty.url, 0, ()).totals["requests"] == 5, timeout=20)
+    empty.stop()
+    try:
+        for record in records[5:]:
+            writer.add(record)
+        wait_until(lambda: "cannot be reached" in caplog.text, timeout=20)
+        writer.close(timeout=10)  # the gateway stops while PostgreSQL is away
+        assert "7 rows are kept in" in caplog.text and kept() == 7
+    finally:
+        empty.resume()
+    again = PgLedger(empty.url, 30, unsent=unsent)
+    again.start()
+    try:
+        wait_until(lambda: stats.report(empty.url, 0, ()).totals["requests"] == len(records), timeout=30)
+    finally:
+        again.close(timeout=10)
+    assert kept() == 0 and "7 rows kept at an earlier exit are written" in caplog.text
+    assert history.latest_id(empty.url) == len(records)  # each row once
+    assert PG_PASSWORD not in caplog.text
+
+
 def test_a_reader_outlives_a_restart_of_postgresql(empty: Postgres) -> None:
     write(PgLedger(empty.url, 30), sample(time.time())[:5])
     assert stats.report(empty.url, 0, ()).totals["requests"] == 5  # its connection now waits, idle, for the next read
