@@ -171,8 +171,8 @@ class PgLedger(Ledger):
         log.warning("usage ledger: %d rows not written, PostgreSQL %s at exit", len(rows), why)
 
     def _send_unsent(self, conn: psycopg.Connection[Any]) -> None:
-        """Rows an earlier run kept at its exit go to PostgreSQL, each once: they leave the local
-        file only after PostgreSQL has committed them."""
+        """Rows an earlier run kept at its exit go to PostgreSQL: they leave the local file only
+        once PostgreSQL has committed them (a crash between the two would send them again)."""
         self._sent_unsent = True
         if self.unsent is None or not self.unsent.exists():
             return
